@@ -1,0 +1,3 @@
+"""lcsc: Linear Combination of Saved Checkpoints."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,392 @@
+"""A trajectory: the checkpoints ``theta_1 .. theta_K`` of one training run, and their combination.
+
+Opening validates everything once (readable files, same keys, shapes and dtypes, finite values)
+and raises one :class:`TrajectoryError` naming the file and key at fault. Tensors stay
+memory-mapped, so :meth:`Trajectory.combine` streams from the page cache (or disk) tensor by
+tensor and works for trajectories larger than RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lcsc.checkpoint import SUFFIXES, Checkpoint, read_checkpoint
+from lcsc.errors import LcscError, TrajectoryError
+from lcsc.trajectory import layout
+from lcsc.trajectory.combine import weighted_sum
+from lcsc.trajectory.compact import chain_weights
+
+
+@dataclass
+class _Entry:
+    """One stored file of a trajectory."""
+
+    step: int
+    ckpt: Checkpoint
+    encoding: str = layout.FULL
+    exponents: dict[str, int] = field(default_factory=dict)
+    chain_start: int = 0  # index of the full file that starts this entry's chain
+
+    @property
+    def path(self) -> Path:
+        return self.ckpt.path
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A run of same-dtype floating tensors combined as one flat vector."""
+
+    dtype: torch.dtype
+    keys: tuple[tuple[str, tuple[int, ...], int, int], ...]  # (key, shape, offset, numel)
+    byte_range: tuple[int, int] | None  # flat safetensors view, else None (one key)
+
+
+class Trajectory:
+    """The saved checkpoints of one run, at increasing training steps.
+
+    Build with :meth:`open` (a Recorder directory), :meth:`from_files` or :meth:`from_paths`.
+    """
+
+    def __init__(
+        self,
+        entries: list[_Entry],
+        selected: list[int],
+        metadata: dict[str, Any],
+        *,
+        check_finite: bool = True,
+    ) -> None:
+        self._entries = entries
+        self._selected = selected
+        self.metadata = metadata
+        self._check_structure()
+        if check_finite:
+            self._check_values()
+        self._segments = self._plan_segments()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], *, check_finite: bool = True) -> Trajectory:
+        """Open a Recorder directory (or any folder of checkpoint files)."""
+        d = Path(directory)
+        if not d.is_dir():
+            raise TrajectoryError(f"{d}: no such directory")
+        manifest = layout.read_manifest(d)
+        files = layout.recorded_files(d)
+        if not files and not manifest:
+            files = [p for p in d.iterdir() if p.suffix in SUFFIXES and p.is_file()]
+        if not files:
+            raise TrajectoryError(f"{d}: no checkpoints found (empty folder?)")
+        return cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
+
+    @classmethod
+    def from_files(
+        cls,
+        paths: Iterable[str | os.PathLike[str]],
+        steps: Sequence[int] | None = None,
+        *,
+        check_finite: bool = True,
+        _metadata: dict[str, Any] | None = None,
+    ) -> Trajectory:
+        """Open checkpoint files (``.safetensors`` or ``.pt``-style), sorted by step.
+
+        Without ``steps``, each file's step is the last number in its name (``ckpt_012000.pt``)
+        or, for files lcsc wrote, the step stored in the file.
+        """
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise TrajectoryError("no checkpoint files given")
+        if steps is not None and len(steps) != len(paths):
+            raise TrajectoryError(f"got {len(steps)} steps for {len(paths)} files")
+        entries = []
+        for i, p in enumerate(paths):
+            ckpt = read_checkpoint(p)
+            entries.append(_make_entry(ckpt, None if steps is None else int(steps[i])))
+        entries.sort(key=lambda e: e.step)
+        for a, b in zip(entries, entries[1:], strict=False):
+            if a.step == b.step:
+                raise TrajectoryError(f"{a.path} and {b.path} have the same step {a.step}")
+        _link_chains(entries)
+        metadata = _metadata
+        if metadata is None:
+            raw = entries[-1].ckpt.metadata.get(layout.KEY_METADATA)
+            metadata = json.loads(raw) if raw else {}
+        return cls(entries, list(range(len(entries))), metadata, check_finite=check_finite)
+
+    @classmethod
+    def from_paths(
+        cls, paths: Sequence[str | os.PathLike[str]], *, check_finite: bool = True
+    ) -> Trajectory:
+        """One directory -> :meth:`open`; otherwise the files -> :meth:`from_files`."""
+        if len(paths) == 1 and Path(paths[0]).is_dir():
+            return cls.open(paths[0], check_finite=check_finite)
+        for p in paths:
+            if Path(p).is_dir():
+                raise TrajectoryError(f"{p}: is a directory; give one directory or only files")
+        return cls.from_files(paths, check_finite=check_finite)
+
+    def select(
+        self, start: int | None = None, stop: int | None = None, every: int = 1
+    ) -> Trajectory:
+        """The checkpoints with ``start <= step <= stop``, taking every ``every``-th one
+        counted back from the last, so the latest checkpoint of the window is always kept."""
+        if every < 1:
+            raise TrajectoryError(f"every must be >= 1, got {every}")
+        window = [
+            i
+            for i in self._selected
+            if (start is None or self._entries[i].step >= start)
+            and (stop is None or self._entries[i].step <= stop)
+        ]
+        chosen = window[::-1][::every][::-1]
+        if not chosen:
+            raise TrajectoryError(f"no checkpoint between steps {start} and {stop}")
+        return self._view(chosen)
+
+    def _view(self, selected: list[int]) -> Trajectory:
+        """The same (already validated) files with another selection."""
+        sub = object.__new__(Trajectory)
+        sub._entries, sub._selected, sub.metadata = self._entries, selected, self.metadata
+        sub._segments = sub._plan_segments()
+        return sub
+
+    # ----------------------------------------------------------------- properties
+    def __len__(self) -> int:
+        return len(self._selected)
+
+    def __repr__(self) -> str:
+        return f"Trajectory({len(self)} checkpoints, steps {self.steps[0]}..{self.steps[-1]})"
+
+    @property
+    def steps(self) -> list[int]:
+        return [self._entries[i].step for i in self._selected]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self._entries[i].path for i in self._selected]
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self._reference.tensors)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(t.shape) for k, t in self._reference.tensors.items()}
+
+    @property
+    def dtypes(self) -> dict[str, torch.dtype]:
+        return {k: t.dtype for k, t in self._reference.tensors.items()}
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of values in one checkpoint (all tensors)."""
+        return sum(t.numel() for t in self._reference.tensors.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk of the files a combination reads."""
+        return sum(self._entries[i].path.stat().st_size for i in self._needed())
+
+    def fingerprint(self) -> str:
+        """A short hash of the selected checkpoints' names, steps, sizes and layouts."""
+        h = hashlib.sha256()
+        for i in self._needed():
+            e = self._entries[i]
+            h.update(f"{e.path.name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
+            if e.ckpt.layout is not None:
+                h.update(
+                    repr(sorted((k, v.begin, v.end) for k, v in e.ckpt.layout.items())).encode()
+                )
+        h.update(repr(self._selected).encode())
+        return h.hexdigest()[:16]
+
+    # ----------------------------------------------------------------- combination
+    def combine(
+        self,
+        coefficients: Sequence[float] | np.ndarray | torch.Tensor,
+        *,
+        accumulate: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``theta = sum_i a_i theta_i`` over the selected checkpoints (Eq. (7) of the paper).
+
+        Shapes: ``coefficients`` (K,) with K = ``len(self)``. Floating tensors are accumulated
+        in ``accumulate`` (float32, or torch.float64 on request; float64 tensors always in
+        float64) and returned in the checkpoints' dtypes; other tensors (integer buffers,
+        counters) are taken from the last checkpoint. The sum-to-one constraint is the
+        search's business and is not enforced here.
+        """
+        a = np.asarray(
+            coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor) else coefficients,
+            dtype=np.float64,
+        )
+        if a.shape != (len(self),):
+            raise LcscError(f"expected {len(self)} coefficients, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise LcscError("coefficients must be finite")
+        needed = self._needed()
+        full = np.zeros(len(needed))
+        position = {idx: n for n, idx in enumerate(needed)}
+        for coef, idx in zip(a, self._selected, strict=True):
+            full[position[idx]] = coef
+        starts = np.array([position[self._entries[i].chain_start] for i in needed])
+        chained = chain_weights(full, starts)
+        entries = [self._entries[i] for i in needed]
+        last = self._entries[self._selected[-1]]
+        out: dict[str, torch.Tensor] = {}
+        for seg in self._segments:
+            acc = torch.float64 if torch.float64 in (accumulate, seg.dtype) else torch.float32
+            key = seg.keys[0][0]
+            # Delta-coded keys combine through their chains; all others value by value.
+            coded = seg.byte_range is None and any(key in e.exponents for e in entries)
+            sources, ws, small = [], [], []
+            for e, w_plain, w_chain in zip(entries, full, chained, strict=True):
+                if seg.byte_range is not None:
+                    sources.append(e.ckpt.flat_view(seg.dtype, *seg.byte_range))
+                else:
+                    sources.append(e.ckpt.tensors[key].reshape(-1))
+                delta = key in e.exponents
+                w = w_chain if coded else w_plain
+                ws.append(w * 2.0 ** e.exponents[key] if delta else w)
+                small.append(delta)
+            flat = weighted_sum(sources, ws, acc_dtype=acc, device=device, separate=small)
+            flat = flat.to(seg.dtype)
+            for key, shape, offset, numel in seg.keys:
+                out[key] = flat[offset : offset + numel].view(shape)
+        for key, t in last.ckpt.tensors.items():
+            if not t.is_floating_point():
+                out[key] = t.to(device or "cpu", copy=True)
+        return {k: out[k] for k in self.keys}
+
+    def load(self, index: int) -> dict[str, torch.Tensor]:
+        """Checkpoint ``index`` (of the selection) as a state dict, decoded if compact."""
+        return self._view([self._selected[index]]).combine([1.0])
+
+    # ----------------------------------------------------------------- internals
+    @property
+    def _reference(self) -> Checkpoint:
+        return self._entries[self._entries[self._selected[0]].chain_start].ckpt
+
+    def _needed(self) -> list[int]:
+        """Indices of the files a combination reads: chain starts and deltas in between."""
+        first = self._entries[self._selected[0]].chain_start
+        return list(range(first, self._selected[-1] + 1))
+
+    def _check_structure(self) -> None:
+        ref = self._entries[0]
+        for e in self._entries:
+            start = self._entries[e.chain_start]
+            for key in ref.ckpt.tensors.keys() - e.ckpt.tensors.keys():
+                raise TrajectoryError(f"{e.path}: key '{key}' missing (present in {ref.path})")
+            for key in e.ckpt.tensors.keys() - ref.ckpt.tensors.keys():
+                raise TrajectoryError(f"{e.path}: unexpected key '{key}' (absent from {ref.path})")
+            for key, t in e.ckpt.tensors.items():
+                r = ref.ckpt.tensors[key]
+                if tuple(t.shape) != tuple(r.shape):
+                    raise TrajectoryError(
+                        f"{e.path}: key '{key}' has shape {tuple(t.shape)}, expected"
+                        f" {tuple(r.shape)} as in {ref.path}"
+                    )
+                coded = key in e.exponents
+                dtype = start.ckpt.tensors[key].dtype if coded else t.dtype
+                if dtype != r.dtype:
+                    raise TrajectoryError(
+                        f"{e.path}: key '{key}' has dtype {dtype}, expected {r.dtype} as in"
+                        f" {ref.path}"
+                    )
+                if coded and (t.dtype != torch.float16 or not r.is_floating_point()):
+                    raise TrajectoryError(f"{e.path}: key '{key}': corrupt compact delta")
+
+    def _check_values(self) -> None:
+        for e in self._entries:
+            for key, t in e.ckpt.tensors.items():
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    bad = int((~torch.isfinite(t)).sum())
+                    raise TrajectoryError(f"{e.path}: key '{key}' holds {bad} NaN/Inf values")
+
+    def _plan_segments(self) -> list[_Segment]:
+        """Group floating tensors into flat runs when every file shares one safetensors layout
+        (one weighted sum per run instead of per tensor); else one segment per tensor."""
+        entries = [self._entries[i] for i in self._needed()]
+        ref = entries[0].ckpt
+        floats = [k for k, t in ref.tensors.items() if t.is_floating_point()]
+        shared = ref.layout is not None and all(
+            e.encoding == layout.FULL
+            and e.ckpt.layout is not None
+            and all(e.ckpt.layout.get(k) == ref.layout[k] for k in floats)
+            for e in entries
+        )
+        if not shared:
+            return [
+                _Segment(
+                    ref.tensors[k].dtype,
+                    ((k, tuple(ref.tensors[k].shape), 0, ref.tensors[k].numel()),),
+                    None,
+                )
+                for k in floats
+            ]
+        assert ref.layout is not None
+        segments: list[_Segment] = []
+        run: list[str] = []
+        for key in sorted(floats, key=lambda k: ref.layout[k].begin):  # type: ignore[index]
+            info = ref.layout[key]
+            if run and (
+                ref.layout[run[-1]].dtype != info.dtype or ref.layout[run[-1]].end != info.begin
+            ):
+                segments.append(_flat_segment(ref, run))
+                run = []
+            run.append(key)
+        if run:
+            segments.append(_flat_segment(ref, run))
+        return segments
+
+
+def _flat_segment(ref: Checkpoint, keys: list[str]) -> _Segment:
+    assert ref.layout is not None
+    infos = [ref.layout[k] for k in keys]
+    dtype = infos[0].dtype
+    size = torch.empty((), dtype=dtype).element_size()
+    begin = infos[0].begin
+    parts = tuple(
+        (k, i.shape, (i.begin - begin) // size, i.numel) for k, i in zip(keys, infos, strict=True)
+    )
+    return _Segment(dtype, parts, (begin, infos[-1].end))
+
+
+def _make_entry(ckpt: Checkpoint, step: int | None) -> _Entry:
+    md = ckpt.metadata
+    if step is None:
+        stored = md.get(layout.KEY_STEP)
+        step = int(stored) if stored is not None else layout.step_from_name(ckpt.path)
+        if step is None:
+            raise TrajectoryError(
+                f"{ckpt.path}: no step number in the file name; pass steps explicitly"
+            )
+    encoding = md.get(layout.KEY_ENCODING, layout.FULL)
+    if encoding not in (layout.FULL, layout.DELTA):
+        raise TrajectoryError(f"{ckpt.path}: unknown encoding '{encoding}'")
+    exponents = json.loads(md[layout.KEY_EXPONENTS]) if encoding == layout.DELTA else {}
+    return _Entry(step, ckpt, encoding, exponents)
+
+
+def _link_chains(entries: list[_Entry]) -> None:
+    """Point each compact delta at the full file that starts its chain."""
+    for i, e in enumerate(entries):
+        if e.encoding == layout.FULL:
+            e.chain_start = i
+            continue
+        base = int(e.ckpt.metadata.get(layout.KEY_BASE_STEP, -1))
+        if i == 0 or entries[i - 1].step != base:
+            raise TrajectoryError(
+                f"{e.path}: compact checkpoint needs the checkpoint of step {base}, which is"
+                " missing; open the whole Recorder directory"
+            )
+        e.chain_start = entries[i - 1].chain_start

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models and the trajectories their training leaves behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lcsc.trajectory import Recorder
+
+
+def tiny_model(seed: int = 0, width: int = 16) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, width),
+        torch.nn.BatchNorm1d(width),
+        torch.nn.ReLU(),
+        torch.nn.Linear(width, 2),
+    )
+
+
+def train(
+    directory: Path,
+    steps: int = 60,
+    every: int = 5,
+    keep: int | None = None,
+    compact: bool = False,
+    seed: int = 0,
+    lr: float = 1e-2,
+    width: int = 16,
+) -> torch.nn.Module:
+    """Train ``tiny_model`` with Adam on a fixed regression task, recording its trajectory."""
+    model = tiny_model(seed, width)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(256, 6, generator=g)
+    y = torch.stack([x[:, 0] * x[:, 1], x[:, 2].sin()], 1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    with Recorder(
+        directory, every=every, keep=keep, metadata={"seed": seed}, compact=compact
+    ) as rec:
+        for step in range(1, steps + 1):
+            idx = torch.randint(0, 256, (32,), generator=g)
+            loss = (model(x[idx]) - y[idx]).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            rec.update(model, step)
+    return model
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> Path:
+    """A Recorder directory with 12 checkpoints of a tiny model (steps 5..60)."""
+    train(tmp_path / "run")
+    return tmp_path / "run"
