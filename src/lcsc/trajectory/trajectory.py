@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lcsc.checkpoint import SUFFIXES, Checkpoint, read_checkpoint
+from lcsc.checkpoint import SUFFIXES, Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
 from lcsc.trajectory import layout
 from lcsc.trajectory.combine import weighted_sum
@@ -265,6 +265,22 @@ class Trajectory:
             if not t.is_floating_point():
                 out[key] = t.to(device or "cpu", copy=True)
         return {k: out[k] for k in self.keys}
+
+    def save_combination(
+        self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
+    ) -> None:
+        """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
+        metadata (e.g. the model config), steps and coefficients in the file's metadata."""
+        state = self.combine(coefficients)
+        write_checkpoint(
+            path,
+            state,
+            {
+                layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
+                "lcsc_steps": json.dumps(self.steps),
+                "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
+            },
+        )
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         """Checkpoint ``index`` (of the selection) as a state dict, decoded if compact."""

@@ -1,0 +1,5 @@
+import sys
+
+from lcsc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The ``lcsc`` command line: a thin layer over the Python API.
+
+Each command group lives in its own module with a ``register(subparsers)`` function. A user error
+(bad file, mismatched checkpoints, bad arguments) prints one line naming what is at fault and
+exits with status 1, without a traceback; outputs are written atomically, so a failed command
+never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lcsc import __version__
+from lcsc.cli import core
+from lcsc.errors import LcscError
+
+COMMAND_GROUPS = [core]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcsc", description="Linear Combination of Saved Checkpoints."
+    )
+    parser.add_argument("--version", action="version", version=f"lcsc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in COMMAND_GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LcscError as exc:
+        print(f"lcsc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lcsc: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,27 @@
+"""Argument helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from lcsc.trajectory import Trajectory
+
+
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """Positional checkpoint paths plus the window/interval selection options."""
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="checkpoint files or one Recorder directory"
+    )
+    p.add_argument("--start", type=int, help="first step of the window")
+    p.add_argument("--stop", type=int, help="last step of the window")
+    p.add_argument(
+        "--every", type=int, default=1, help="keep every N-th checkpoint (from the last)"
+    )
+
+
+def open_selection(args: argparse.Namespace) -> Trajectory:
+    """The trajectory named by :func:`add_selection`'s arguments."""
+    traj = Trajectory.from_paths(args.paths)
+    if args.start is not None or args.stop is not None or args.every != 1:
+        traj = traj.select(args.start, args.stop, args.every)
+    return traj
