@@ -39,6 +39,53 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from lcsc import search
+    from lcsc.coefficients import save_coefficients
+    from lcsc.objectives import load_objective, parse_pairs
+
+    objective = load_objective(args.objective, parse_pairs(args.objective_arg))
+    traj = open_selection(args)
+    workdir = Path(args.workdir)
+    with tqdm(total=args.budget, desc=f"lcsc search ({args.method})", unit="eval") as bar:
+        best = float("inf")
+
+        def progress(ev: search.Evaluation) -> None:
+            nonlocal best
+            if ev.score < best:  # NaN compares false: never the best
+                best = ev.score
+                bar.set_postfix(best=f"{best:.4g}")
+            bar.update(1)
+
+        result = search.run(
+            traj,
+            objective,
+            args.method,
+            budget=args.budget,
+            seed=args.seed,
+            workdir=workdir,
+            callback=progress,
+        )
+    traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
+    save_coefficients(
+        workdir / "best_coefficients.json",
+        result.best_coefficients,
+        traj.steps,
+        score=result.best_score,
+        evaluation=result.best_index,
+        method=result.method,
+        seed=result.seed,
+    )
+    print(
+        f"best score {result.best_score:.6g} at evaluation {result.best_index} of"
+        f" {len(result.history)}; wrote {workdir / 'best.safetensors'},"
+        f" {workdir / 'best_coefficients.json'}, {workdir / 'history.jsonl'}"
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="summarise checkpoints and list problems")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -53,3 +100,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--coefficients", metavar="FILE.json", help="a list of K numbers")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.safetensors")
     p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("search", help="search the best combination (resumable)")
+    add_selection(p)
+    p.add_argument(
+        "--objective",
+        required=True,
+        metavar="MODULE:FUNCTION",
+        help="factory returning a callable state_dict -> float (lower is better)",
+    )
+    p.add_argument(
+        "--objective-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the factory (repeatable)",
+    )
+    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
+    p.add_argument("--budget", type=int, required=True, help="number of evaluations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workdir",
+        required=True,
+        metavar="DIR",
+        help="search state; rerunning the same command resumes",
+    )
+    p.set_defaults(func=_cmd_search)

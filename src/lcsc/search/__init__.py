@@ -1,0 +1,35 @@
+"""Search for the best linear combination of saved checkpoints (LCSC).
+
+Given ``K`` checkpoints ``theta_1..theta_K`` of one run, find coefficients ``a`` (sum 1,
+negatives allowed) minimising a non-differentiable score ``F(sum_i a_i theta_i)``:
+
+* :func:`run` -- model level: scores ``trajectory.combine(a)`` with ``objective``;
+* :func:`minimize` -- vector level: ``score_fn(a) -> float``;
+* :func:`iterate` -- the same as a generator of :class:`Evaluation` (progress bars).
+
+Methods: ``"evolutionary"`` (the paper's Algorithm 1), ``"cmaes"``, ``"random"``; or a
+config (:class:`EvolutionaryConfig`, :class:`CMAESConfig`, :class:`RandomConfig`).
+With a ``workdir`` the search is logged and resumes exactly after any interruption.
+"""
+
+from lcsc.search.base import SearchConfig
+from lcsc.search.cmaes import CMAESConfig
+from lcsc.search.evolutionary import EvolutionaryConfig
+from lcsc.search.random_search import RandomConfig
+from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.runner import METHODS, ema_init, iterate, minimize, resolve_method, run
+
+__all__ = [
+    "METHODS",
+    "CMAESConfig",
+    "Evaluation",
+    "EvolutionaryConfig",
+    "RandomConfig",
+    "SearchConfig",
+    "SearchResult",
+    "ema_init",
+    "iterate",
+    "minimize",
+    "resolve_method",
+    "run",
+]

@@ -1,0 +1,309 @@
+"""The search loop: ask a candidate, score it, log it, tell the optimizer; and resume.
+
+A search is a pure function of (method, config, seed, init) and of the scores it
+receives. With a ``workdir`` every completed evaluation is appended to its history;
+running again with the same arguments replays that history through a fresh optimizer
+(checking that it proposes the same candidates) and goes on from there, so a search
+killed at any moment ends exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import numbers
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from lcsc.ema import default_ema_rates, ema_coefficients
+from lcsc.errors import SearchError
+from lcsc.search.base import Optimizer, SearchConfig
+from lcsc.search.cmaes import CMAESConfig
+from lcsc.search.evolutionary import EvolutionaryConfig
+from lcsc.search.history import History, make_header
+from lcsc.search.random_search import RandomConfig
+from lcsc.search.results import Evaluation, SearchResult
+
+if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
+    import torch
+
+log = logging.getLogger(__name__)
+
+METHODS: dict[str, type[SearchConfig]] = {
+    config.method: config for config in (EvolutionaryConfig, CMAESConfig, RandomConfig)
+}
+INIT_SUM_TOLERANCE = 1e-9
+
+ScoreFn = Callable[[npt.NDArray[np.float64]], float]
+Method = str | SearchConfig
+Workdir = str | os.PathLike[str] | None
+
+
+class TrajectoryLike(Protocol):
+    """What :func:`run` needs from a trajectory (see :mod:`lcsc.trajectory`)."""
+
+    @property
+    def steps(self) -> Sequence[int]: ...
+
+    def combine(self, coefficients: npt.NDArray[np.float64]) -> dict[str, torch.Tensor]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+def resolve_method(method: Method) -> SearchConfig:
+    """A config instance from a method name (default settings) or a config."""
+    if isinstance(method, SearchConfig):
+        return method
+    if isinstance(method, str) and method in METHODS:
+        return METHODS[method]()
+    raise SearchError(f"method must be one of {sorted(METHODS)} or a config; got {method!r}")
+
+
+def check_init(init: npt.ArrayLike, config: SearchConfig) -> npt.NDArray[np.float64]:
+    """``init`` as a float64 ``(P, K)`` array of finite rows summing to one."""
+    try:
+        arr = np.array(init, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SearchError(f"init must be a (P, K) array of numbers: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
+        raise SearchError(f"init must have shape (P, K) with P >= 1, K >= 2; got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise SearchError("init must hold finite numbers only")
+    sums = arr.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > INIT_SUM_TOLERANCE)
+    if bad.size:
+        row = int(bad[0])
+        raise SearchError(f"init rows must sum to 1 (Eq. 7); row {row} sums to {sums[row]!r}")
+    if config.nonnegative and (arr < 0).any():
+        raise SearchError("init has negative coefficients, but the config asks nonnegative=True")
+    return arr
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise SearchError(f"{name} must be an integer; got {value!r}")
+    if value < minimum:
+        raise SearchError(f"{name} must be >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def iterate(
+    score_fn: ScoreFn,
+    init: npt.ArrayLike,
+    method: Method = "evolutionary",
+    *,
+    budget: int,
+    seed: int = 0,
+    workdir: Workdir = None,
+    identity: dict[str, Any] | None = None,
+) -> Generator[Evaluation, None, None]:
+    """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
+
+    Args:
+        score_fn: objective, ``coefficients (K,) -> float``, lower is better.
+        init: initial population, shape ``(P, K)``, rows summing to one; the first P
+            candidates are these rows, in order.
+        method: ``"evolutionary"``, ``"cmaes"``, ``"random"`` or a config instance.
+        budget: total number of evaluations, replayed ones included. A workdir that
+            already holds at least ``budget`` evaluations is only replayed.
+        seed: seed of the optimizer's own random generator (>= 0).
+        workdir: folder holding the search's state; ``None`` keeps it in memory. An
+            existing workdir is resumed, if it holds the same search.
+        identity: JSON-able description of what is searched over (e.g. trajectory
+            steps and fingerprint), checked on resume.
+
+    Arguments are checked at once; the workdir is opened (and locked) on the first
+    ``next()`` and released when the generator finishes or is closed.
+    """
+    config = resolve_method(method)
+    init_arr = check_init(init, config)
+    budget = _check_count("budget", budget, 1)
+    seed = _check_count("seed", seed, 0)
+    history = None
+    if workdir is not None:
+        header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
+        history = History(workdir, header)
+    return _search(score_fn, init_arr, config, budget, seed, history)
+
+
+def _search(
+    score_fn: ScoreFn,
+    init: npt.NDArray[np.float64],
+    config: SearchConfig,
+    budget: int,
+    seed: int,
+    history: History | None,
+) -> Generator[Evaluation, None, None]:
+    optimizer = config.make_optimizer(init, seed)
+    try:
+        done = 0
+        if history is not None:
+            for evaluation in _replay(optimizer, history):
+                done += 1
+                yield evaluation
+        for index in range(done, budget):
+            candidate = optimizer.ask()
+            if not np.isfinite(candidate).all():
+                raise SearchError(
+                    f"the search diverged: candidate {index} has non-finite coefficients "
+                    "(is the objective unbounded below?)"
+                )
+            score, wall_time_s = _evaluate(score_fn, candidate, index, history)
+            if history is not None:  # logged before anyone sees it: a kill loses nothing
+                history.append(index, candidate, score, wall_time_s)
+            optimizer.tell(score)
+            yield Evaluation(index, _readonly(candidate), score, wall_time_s)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
+    """Open ``history`` and feed its recorded scores to a fresh ``optimizer``."""
+    records = history.open()
+    if records:
+        log.info("%s: replaying %d recorded evaluations", history.workdir, len(records))
+    for record in records:
+        candidate = optimizer.ask()
+        if not np.array_equal(candidate, record.coefficients):
+            raise SearchError(
+                f"history does not match the search: candidate {record.index} in "
+                f"{history.history_path} differs from the one this search proposes "
+                "(edited files, or other lcsc/numpy/pycma versions or BLAS?); "
+                "choose another workdir"
+            )
+        optimizer.tell(record.score)
+        yield Evaluation(
+            record.index, _readonly(candidate), record.score, record.wall_time_s, resumed=True
+        )
+
+
+def _evaluate(
+    score_fn: ScoreFn, candidate: npt.NDArray[np.float64], index: int, history: History | None
+) -> tuple[float, float]:
+    start = time.perf_counter()
+    try:
+        score = float(score_fn(candidate.copy()))  # a copy: the objective may mutate it
+    except Exception as exc:
+        where = ""
+        if history is not None:
+            path = history.save_failed(index, candidate, f"{type(exc).__name__}: {exc}")
+            where = f" (coefficients saved to {path})"
+        raise SearchError(
+            f"objective failed on candidate {index}{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+    wall_time_s = time.perf_counter() - start
+    if not math.isfinite(score):
+        log.warning("candidate %d scored %r; it ranks last", index, score)
+        score = math.nan
+    return score, wall_time_s
+
+
+def _readonly(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    a.flags.writeable = False  # shared by the history and callbacks: keep it intact
+    return a
+
+
+def minimize(
+    score_fn: ScoreFn,
+    init: npt.ArrayLike,
+    method: Method = "evolutionary",
+    *,
+    budget: int,
+    seed: int = 0,
+    workdir: Workdir = None,
+    identity: dict[str, Any] | None = None,
+    callback: Callable[[Evaluation], None] | None = None,
+) -> SearchResult:
+    """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
+
+    Raises:
+        SearchError: bad arguments, a workdir holding another search, a failing
+            objective, or no finite score at all.
+    """
+    evaluations = iterate(
+        score_fn, init, method, budget=budget, seed=seed, workdir=workdir, identity=identity
+    )
+    history: list[Evaluation] = []
+    with contextlib.closing(evaluations):  # a raising callback still releases the workdir
+        for evaluation in evaluations:
+            history.append(evaluation)
+            if callback is not None:
+                callback(evaluation)
+    return SearchResult.from_history(history, resolve_method(method).method, seed)
+
+
+def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.NDArray[np.float64]:
+    """EMA coefficient vectors (paper: "initialize with EMA weights"), shape ``(P, K)``.
+
+    ``rates`` defaults to :func:`lcsc.ema.default_ema_rates`; identical rows are kept
+    once (each costs an evaluation).
+    """
+    if rates is None:
+        rates = default_ema_rates(steps)
+    rows: list[npt.NDArray[np.float64]] = []
+    for rate in rates:
+        row = ema_coefficients(steps, rate)
+        if not any(np.array_equal(row, seen) for seen in rows):
+            rows.append(row)
+    if not rows:
+        raise SearchError("ema_rates must not be empty")
+    return np.stack(rows)
+
+
+def run(
+    trajectory: TrajectoryLike,
+    objective: Callable[[dict[str, torch.Tensor]], float],
+    method: Method = "evolutionary",
+    *,
+    budget: int,
+    seed: int = 0,
+    workdir: Workdir = None,
+    init: npt.ArrayLike | None = None,
+    callback: Callable[[Evaluation], None] | None = None,
+    ema_rates: Sequence[float] | None = None,
+) -> SearchResult:
+    """Search the coefficients whose combined checkpoint minimises ``objective``.
+
+    ``objective(state_dict) -> float`` (lower is better) scores
+    ``trajectory.combine(coefficients)``. The initial population is ``init`` (shape
+    ``(P, K)``) or else the EMA vectors for ``ema_rates`` (default: the trajectory's
+    default grid). The trajectory's steps and fingerprint guard a resumed workdir
+    against a changed trajectory. See :func:`minimize` for the other arguments.
+    """
+    _check_count("budget", budget, 1)  # fail before the trajectory does any work
+    _check_count("seed", seed, 0)
+    steps = [int(s) for s in trajectory.steps]
+    if len(steps) < 2:
+        raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")
+    if init is None:
+        init = ema_init(steps, ema_rates)
+    elif ema_rates is not None:
+        raise SearchError("pass either init or ema_rates, not both")
+    init_arr = check_init(init, resolve_method(method))
+    if init_arr.shape[1] != len(steps):
+        raise SearchError(
+            f"init has K={init_arr.shape[1]} columns but the trajectory holds "
+            f"{len(steps)} checkpoints"
+        )
+    identity = {"steps": steps, "fingerprint": trajectory.fingerprint()}
+
+    def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
+        return objective(trajectory.combine(coefficients))
+
+    return minimize(
+        score_fn,
+        init_arr,
+        method,
+        budget=budget,
+        seed=seed,
+        workdir=workdir,
+        identity=identity,
+        callback=callback,
+    )
