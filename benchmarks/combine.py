@@ -1,0 +1,97 @@
+"""combine() time against the physical floor: one streaming read of the same bytes.
+
+K checkpoints of a P-parameter model, float32 and compact storage; the files are warm in the
+page cache (read once before timing), so both the floor and combine() measure memory bandwidth.
+Target: combine() at most 1.2x the floor on CPU.
+
+    python benchmarks/combine.py [--k 200] [--params 5000000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lcsc.trajectory import Recorder, Trajectory
+
+
+def make_trajectory(directory: Path, k: int, params: int, compact: bool) -> None:
+    """A random-walk 'training run': small steps around a fixed start, like SGD."""
+    g = torch.Generator().manual_seed(0)
+    width = int((params / 2.2) ** 0.5)
+    shapes = {
+        "in.weight": (width, width),
+        "in.bias": (width,),
+        "mid.weight": (width, width // 5),
+        "out.weight": (params - width * width - width - width * (width // 5),),
+    }
+    state = {name: torch.randn(*s, generator=g) * 0.05 for name, s in shapes.items()}
+    with Recorder(directory, every=1, compact=compact) as rec:
+        for step in range(1, k + 1):
+            for t in state.values():
+                t.add_(torch.randn(t.shape, generator=g), alpha=1e-4)
+            rec.update(state, step)
+
+
+def streaming_read(paths: list[Path]) -> float:
+    buf = bytearray(64 << 20)
+    view = memoryview(buf)
+    start = time.perf_counter()
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(view):
+                pass
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--params", type=int, default=5_000_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="lcsc-bench-"))
+    rows = []
+    try:
+        for storage in ("float32", "compact"):
+            d = root / storage
+            make_trajectory(d, args.k, args.params, storage == "compact")
+            traj = Trajectory.open(d)
+            a = np.random.default_rng(0).normal(size=len(traj)) / len(traj) + 1 / len(traj)
+            streaming_read(traj.paths)  # warm the page cache
+            floor = min(streaming_read(traj.paths) for _ in range(args.repeats))
+            traj.combine(a)  # first touches map the pages
+            traj.combine(a)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                traj.combine(a)
+                times.append(time.perf_counter() - start)
+            best = min(times)
+            rows.append((storage, traj.nbytes, floor, best, statistics.median(times)))
+            shutil.rmtree(d)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"combine(): K={args.k}, {args.params / 1e6:.1f}M parameters, torch {torch.__version__},"
+        f" {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    )
+    print("| storage | GB on disk | read s | combine s (best) | median s | ratio | GB/s |")
+    print("|---|---|---|---|---|---|---|")
+    for storage, nbytes, floor, best, med in rows:
+        print(
+            f"| {storage} | {nbytes / 1e9:.2f} | {floor:.3f} | {best:.3f} | {med:.3f} |"
+            f" {best / floor:.2f}x | {nbytes / best / 1e9:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
