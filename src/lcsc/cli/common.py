@@ -25,3 +25,27 @@ def open_selection(args: argparse.Namespace) -> Trajectory:
     if args.start is not None or args.stop is not None or args.every != 1:
         traj = traj.select(args.start, args.stop, args.every)
     return traj
+
+
+class StageBars:
+    """One tqdm progress bar per stage of a long job, fed by ``update(stage, done, total)``."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, object] = {}
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        bar = self._bars.get(stage)
+        if bar is None:
+            for other in self._bars.values():
+                other.close()  # type: ignore[attr-defined]
+            bar = self._bars[stage] = tqdm(total=total, desc=stage, unit="it", leave=True)
+        bar.update(done - bar.n)  # type: ignore[attr-defined]  # tqdm throttles redraws
+
+    def __enter__(self) -> StageBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for bar in self._bars.values():
+            bar.close()  # type: ignore[attr-defined]

@@ -1,0 +1,166 @@
+"""``lcsc train`` and ``lcsc sample``: make the trajectories LCSC searches, and samples."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lcsc.errors import LcscError
+
+DEFAULT_NFE = {"cm": 1, "dpmpp": 15, "heun": 35, "euler": 35}
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise LcscError(message)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from lcsc.generative.data import load_dataset
+    from lcsc.generative.networks import ModelConfig, num_parameters
+    from lcsc.generative.training import TrainConfig, train
+
+    for name in ("iterations", "record_every", "batch_size"):
+        value = getattr(args, name)
+        _require(value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    _require(args.keep is None or args.keep >= 1, f"--keep must be >= 1, got {args.keep}")
+    _require(args.lr > 0, f"--lr must be > 0, got {args.lr}")
+    _require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    _require(0 <= args.ema_rate < 1, f"--ema-rate must be in [0, 1), got {args.ema_rate}")
+    _require(
+        (args.teacher is not None) == (args.kind == "cd"),
+        "--teacher DIR is required for 'train cd'"
+        if args.kind == "cd"
+        else f"--teacher is only for 'train cd', not 'train {args.kind}'",
+    )
+    if args.threads is not None:
+        _require(args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    data = load_dataset(args.data, "train")
+    sizes = {"width": args.width, "depth": args.depth, "channels": args.channels}
+    model = ModelConfig(
+        kind=args.arch,
+        data_shape=data.spec.shape,
+        parametrisation="dm" if args.kind == "dm" else "cm",
+        dropout=args.dropout,
+        **{k: v for k, v in sizes.items() if v is not None},
+    )
+    config = TrainConfig(
+        kind=args.kind,
+        model=model,
+        data=args.data,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        record_every=args.record_every,
+        keep=args.keep,
+        compact=args.compact,
+        ema_rate=args.ema_rate,
+        seed=args.seed,
+        teacher=None if args.teacher is None else str(args.teacher),
+    )
+    bars: list[tqdm] = []  # opened at the first step, so setup errors print alone
+
+    def on_step(step: int, loss: float) -> None:
+        if not bars:
+            bars.append(tqdm(total=args.iterations, desc=f"train {args.kind}", unit="it"))
+        bars[0].update(1)
+        if step % 20 == 0:
+            bars[0].set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+    try:
+        result = train(config, args.out, data=data, on_step=None if args.quiet else on_step)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(
+        f"wrote {args.out}: trajectory/ (every {args.record_every} steps), ema.safetensors,"
+        f" final.safetensors; {num_parameters(result.model)} parameters,"
+        f" {result.its_per_second:.1f} it/s, final loss {result.losses[-20:].mean():.4f}"
+    )
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from lcsc.atomic import atomic_path
+    from lcsc.generative.data import to_original_units
+    from lcsc.generative.io import load_model
+    from lcsc.generative.samplers import sample
+
+    _require(args.n >= 1, f"--n must be >= 1, got {args.n}")
+    _require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
+    _require(
+        args.batch_size is None or args.batch_size >= 1,
+        f"--batch-size must be >= 1, got {args.batch_size}",
+    )
+    _require(args.nfe is None or args.nfe >= 1, f"--nfe must be >= 1, got {args.nfe}")
+    loaded = load_model(args.checkpoint, device=args.device)
+    kind = loaded.config.parametrisation
+    sampler = args.sampler or ("cm" if kind == "cm" else "dpmpp")
+    _require(
+        (sampler == "cm") == (kind == "cm"),
+        f"--sampler {sampler} does not fit {args.checkpoint}: it is a"
+        f" {'consistency' if kind == 'cm' else 'diffusion'} model"
+        f" (use --sampler {'cm' if kind == 'cm' else 'euler, heun or dpmpp'})",
+    )
+    nfe = args.nfe or DEFAULT_NFE[sampler]
+    _require(
+        sampler != "heun" or nfe % 2 == 1,
+        f"--nfe {nfe}: Heun with n steps makes 2n - 1 evaluations, so --nfe must be odd",
+    )
+    g = torch.Generator().manual_seed(args.seed)
+    z = torch.randn(args.n, *loaded.config.data_shape, generator=g).to(args.device)
+    x = sample(loaded.model, z, sampler, nfe, batch_size=args.batch_size, generator=g)
+    if loaded.data is not None:
+        out = to_original_units(x, loaded.data)
+        units = f"original units [{loaded.data.low:g}, {loaded.data.high:g}]"
+    else:
+        out = x.cpu().numpy()
+        units = "model space (the checkpoint has no data spec)"
+    with atomic_path(args.output) as tmp, open(tmp, "wb") as f:
+        np.save(f, out)
+    print(f"wrote {args.output}: {out.shape} samples ({sampler}, nfe {nfe}) in {units}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a diffusion or consistency model, recording checkpoints"
+    )
+    p.add_argument("kind", choices=("dm", "ct", "cd"), help="EDM diffusion, iCT or distillation")
+    p.add_argument("--data", default="digits", help="'digits', a .npz file or an image folder")
+    p.add_argument("--iterations", type=int, required=True, metavar="N")
+    p.add_argument("--record-every", type=int, default=20, metavar="K")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--teacher", type=Path, metavar="DIR", help="cd: a 'train dm' directory")
+    p.add_argument("--keep", type=int, metavar="K", help="keep only the last K checkpoints")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ema-rate", type=float, default=0.999)
+    p.add_argument("--arch", choices=("mlp", "unet"), default="mlp")
+    p.add_argument("--width", type=int, help="MLP hidden width (default 256)")
+    p.add_argument("--depth", type=int, help="MLP residual blocks (default 2)")
+    p.add_argument("--channels", type=int, help="U-Net base channels (default 32)")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--compact", action="store_true", help="store float16 checkpoint deltas")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a model file, in the data's units")
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.safetensors")
+    p.add_argument("--n", type=int, required=True, help="number of samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
+    p.add_argument("--sampler", choices=("euler", "heun", "dpmpp", "cm"))
+    p.add_argument("--nfe", type=int, help="network evaluations (default cm 1, dpmpp 15, heun 35)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npy")
+    p.set_defaults(func=_cmd_sample)
