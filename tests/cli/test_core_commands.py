@@ -14,13 +14,13 @@ from lcsc.cli import main
 from lcsc.ema import ema_coefficients
 from lcsc.trajectory import Trajectory
 
-OBJECTIVE = '''
+OBJECTIVE = """
 def make(target="0.0"):
     t = float(target)
     def objective(sd):
         return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
     return objective
-'''
+"""
 
 
 def _lcsc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -75,15 +75,49 @@ def test_user_errors_are_one_line_and_keep_outputs(recorded: Path, tmp_path: Pat
     out.write_bytes(b"precious")
     (tmp_path / "short.json").write_text("[0.5, 0.5]")
     cases = [
-        (["merge", str(recorded), "--coefficients", str(tmp_path / "short.json"), "-o", str(out)],
-         "holds 2 coefficients but there are 12 checkpoints"),
+        (
+            [
+                "merge",
+                str(recorded),
+                "--coefficients",
+                str(tmp_path / "short.json"),
+                "-o",
+                str(out),
+            ],
+            "holds 2 coefficients but there are 12 checkpoints",
+        ),
         (["merge", str(tmp_path / "missing"), "--ema", "0.9", "-o", str(out)], "no such file"),
         (["merge", str(recorded), "--ema", "1.5", "-o", str(out)], "rate"),
-        (["merge", str(recorded), "--ema", "0.9", "--start", "999", "-o", str(out)], "no checkpoint between"),
-        (["search", str(recorded), "--objective", "nope", "--budget", "5", "--workdir", str(tmp_path / "w")],
-         "expected MODULE:FUNCTION"),
-        (["search", str(recorded), "--objective", "no_such_module_xyz:f", "--budget", "5", "--workdir", str(tmp_path / "w")],
-         "cannot import no_such_module_xyz"),
+        (
+            ["merge", str(recorded), "--ema", "0.9", "--start", "999", "-o", str(out)],
+            "no checkpoint between",
+        ),
+        (
+            [
+                "search",
+                str(recorded),
+                "--objective",
+                "nope",
+                "--budget",
+                "5",
+                "--workdir",
+                str(tmp_path / "w"),
+            ],
+            "expected MODULE:FUNCTION",
+        ),
+        (
+            [
+                "search",
+                str(recorded),
+                "--objective",
+                "no_such_module_xyz:f",
+                "--budget",
+                "5",
+                "--workdir",
+                str(tmp_path / "w"),
+            ],
+            "cannot import no_such_module_xyz",
+        ),
     ]
     for args, message in cases:
         proc = _lcsc(*args)
@@ -99,8 +133,22 @@ def test_user_errors_are_one_line_and_keep_outputs(recorded: Path, tmp_path: Pat
 def test_search_writes_outputs_and_resumes(recorded: Path, tmp_path: Path) -> None:
     (tmp_path / "obj.py").write_text(OBJECTIVE)
     work = tmp_path / "work"
-    args = ["search", str(recorded), "--objective", "obj:make", "--objective-arg", "target=0.05",
-            "--method", "cmaes", "--budget", "40", "--seed", "3", "--workdir", str(work)]
+    args = [
+        "search",
+        str(recorded),
+        "--objective",
+        "obj:make",
+        "--objective-arg",
+        "target=0.05",
+        "--method",
+        "cmaes",
+        "--budget",
+        "40",
+        "--seed",
+        "3",
+        "--workdir",
+        str(work),
+    ]
     proc = _lcsc(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = (work / "history.jsonl").read_text().splitlines()
@@ -112,7 +160,9 @@ def test_search_writes_outputs_and_resumes(recorded: Path, tmp_path: Path) -> No
     merged = read_checkpoint(work / "best.safetensors").tensors
     assert torch.equal(merged["0.weight"], traj.combine(best["coefficients"])["0.weight"])
     # Objective check by hand, and the same command with a larger budget continues.
-    manual = sum(float((v.double() - 0.05).pow(2).sum()) for k, v in merged.items() if v.is_floating_point())
+    manual = sum(
+        float((v.double() - 0.05).pow(2).sum()) for k, v in merged.items() if v.is_floating_point()
+    )
     assert manual == pytest.approx(best["score"], rel=1e-9)
     args[args.index("40")] = "60"
     assert _lcsc(*args, cwd=tmp_path).returncode == 0

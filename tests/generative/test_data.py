@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -102,3 +103,10 @@ def test_bad_sources(tmp_path: Path) -> None:
 def test_spec_round_trip() -> None:
     spec = load_dataset("digits").spec
     assert DataSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_missing_pillow_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a.png").write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "PIL", None)  # makes `from PIL import Image` fail
+    with pytest.raises(LcscError, match="needs Pillow"):
+        load_dataset(tmp_path)
