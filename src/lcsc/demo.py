@@ -10,27 +10,19 @@ search noise) and LCSC.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lcsc import baselines, search
+from lcsc import search
 from lcsc.atomic import write_json, write_text
-from lcsc.checkpoint import read_checkpoint
 from lcsc.coefficients import save_coefficients
-from lcsc.ema import default_ema_rates
 from lcsc.errors import LcscError
-from lcsc.evaluation import HeldOutEvaluator, SampleMetrics
+from lcsc.evaluation import SampleMetrics
+from lcsc.experiment import Progress, compare
 from lcsc.generative.networks import ModelConfig
 from lcsc.generative.training import TrainConfig, train
-from lcsc.metrics import digits_features
-from lcsc.objectives.sample_fd import FixedNoiseGenerator, SampleFD, digits_reference
 from lcsc.report import markdown_table, plot_coefficients, plot_search_curve
-from lcsc.trajectory import Trajectory
-
-# stage name, done, total
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -84,47 +76,26 @@ def run_demo(
             seed=config.seed,
         )
         train(train_config, run_dir, on_step=lambda s, _: report("train", s, config.iterations))
-    traj = Trajectory.open(run_dir / "trajectory").select(start=1)  # step 0 is the initialisation
-    metadata = traj.metadata
-
-    objective = SampleFD(
-        FixedNoiseGenerator(metadata, config.search_samples, config.seed, "search"),
-        digits_features("main"),
-        digits_reference(metadata, "main"),
-    )
-    rates = default_ema_rates(traj.steps)
-    star = baselines.ema_star(traj, objective, rates, lambda d, t: report("EMA grid", d, t))
-    single = baselines.best_checkpoint(traj, objective, lambda d, t: report("checkpoints", d, t))
-    result = search.run(
-        traj,
-        objective,
-        config.method,
+    c = compare(
+        run_dir,
+        out / "search",
+        method=config.method,
         budget=config.budget,
         seed=config.seed,
-        workdir=out / "search",
-        init=search.ema_init(traj.steps, rates),
-        callback=lambda ev: report("search", ev.index + 1, config.budget),
+        search_samples=config.search_samples,
+        held_out_samples=config.held_out_samples,
+        progress=report,
     )
-
-    evaluate = HeldOutEvaluator(metadata, config.held_out_samples, config.seed)
-    models: dict[str, dict[str, Any]] = {
-        "raw": _tensors(run_dir / "final.safetensors"),
-        "training EMA": _tensors(run_dir / "ema.safetensors"),
-    }
-    for rate, coefficients in star.candidates.items():
-        models[f"EMA {rate}"] = traj.combine(coefficients)
-    models["EMA*"] = traj.combine(star.coefficients)
-    models["best checkpoint"] = traj.combine(single.coefficients)
-    models["LCSC"] = traj.combine(result.best_coefficients)
-    held: dict[str, SampleMetrics] = {}
-    for i, (name, state) in enumerate(models.items()):
-        held[name] = evaluate(state)
-        report("held-out", i + 1, len(models))
-
+    traj, star, single, result, held = (
+        c.trajectory,
+        c.ema_star,
+        c.best_checkpoint,
+        c.lcsc,
+        c.held_out,
+    )
     traj.save_combination(out / "lcsc.safetensors", result.best_coefficients)
     traj.save_combination(out / "ema_star.safetensors", star.coefficients)
     save_coefficients(out / "lcsc_coefficients.json", result.best_coefficients, traj.steps)
-    search_scores = {"EMA*": star.score, "best checkpoint": single.score, "LCSC": result.best_score}
     results = {
         "held_out_fd": {
             "raw": held["raw"].fd,
@@ -134,7 +105,7 @@ def run_demo(
             "lcsc": held["LCSC"].fd,
         },
         "held_out": {name: m.to_dict() for name, m in held.items()},
-        "search_fd": search_scores,
+        "search_fd": c.search_scores,
         "ema_star_rate": float(star.label),
         "best_checkpoint_step": int(single.label),
         "checkpoints": len(traj),
@@ -157,10 +128,6 @@ def run_demo(
     write_text(out / "report.md", _report_markdown(results, held, config))
     write_json(out / "results.json", results)
     return results
-
-
-def _tensors(path: Path) -> dict[str, Any]:
-    return {k: v.clone() for k, v in read_checkpoint(path).tensors.items()}
 
 
 def _report_markdown(
