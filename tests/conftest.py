@@ -9,6 +9,10 @@ import torch
 
 from lcsc.trajectory import Recorder
 
+# One intra-op thread: test processes share 2 cores with each other and with subprocesses, and
+# oversubscribed OpenMP threads slow torch down by an order of magnitude.
+torch.set_num_threads(1)
+
 
 def tiny_model(seed: int = 0, width: int = 16) -> torch.nn.Module:
     torch.manual_seed(seed)

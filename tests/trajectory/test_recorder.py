@@ -94,7 +94,8 @@ def test_kill_9_never_leaves_a_partial_checkpoint(tmp_path: Path, compact: bool)
             """
         )
     )
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[2], env=env)
     deadline = time.time() + 60
     while len(list((tmp_path / "run").glob("step-*"))) < 8 and time.time() < deadline:
         time.sleep(0.05)

@@ -4,15 +4,49 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from lcsc.errors import LcscError
 
 DEFAULT_NFE = {"cm": 1, "dpmpp": 15, "heun": 35, "euler": 35}
+# schedule field -> its `lcsc train` flag (None values: the field's default)
+CURRICULUM_FLAGS = {
+    "sigma_easy": "--curriculum-sigma",
+    "tilt_start": "--curriculum-tilt-start",
+    "tilt_end": "--curriculum-tilt-end",
+    "fraction": "--curriculum-fraction",
+    "pace": "--curriculum-pace",
+}
+MOMENTUM_FLAGS = {
+    "start": "--momentum-start",
+    "end": "--momentum-end",
+    "fraction": "--momentum-fraction",
+    "pace": "--momentum-pace",
+    "compensation": "--momentum-compensation",
+}
+ADAM_BETA1 = 0.9  # `lcsc train` runs Adam with TrainConfig's default betas
 
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise LcscError(message)
+
+
+def _schedule(args: argparse.Namespace, enabled: str, cls: type, flags: dict[str, str]) -> Any:
+    """The schedule ``cls`` from its flags, None when ``--<enabled>`` is not given; an error
+    names the offending flag."""
+    from lcsc.generative.schedules import ScheduleError
+
+    given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
+    given = {field: value for field, value in given.items() if value is not None}
+    if not getattr(args, enabled.replace("-", "_")):
+        if given:
+            raise LcscError(f"{flags[next(iter(given))]} needs --{enabled}")
+        return None
+    try:
+        return cls(**given)
+    except ScheduleError as exc:
+        raise LcscError(f"{flags[exc.field]} {exc.reason}") from exc
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,6 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from lcsc.generative.data import load_dataset
     from lcsc.generative.networks import ModelConfig, num_parameters
+    from lcsc.generative.schedules import MomentumDecay, NoiseCurriculum
     from lcsc.generative.training import TrainConfig, train
 
     for name in ("iterations", "record_every", "batch_size"):
@@ -36,6 +71,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.kind == "cd"
         else f"--teacher is only for 'train cd', not 'train {args.kind}'",
     )
+    curriculum = _schedule(args, "noise-curriculum", NoiseCurriculum, CURRICULUM_FLAGS)
+    decay = _schedule(args, "momentum-decay", MomentumDecay, MOMENTUM_FLAGS)
+    if decay is not None and decay.start is None:
+        _require(
+            decay.end <= ADAM_BETA1,
+            f"--momentum-end must not exceed --momentum-start (default {ADAM_BETA1}), got"
+            f" {decay.end}",
+        )
     if args.threads is not None:
         _require(args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
@@ -61,6 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ema_rate=args.ema_rate,
         seed=args.seed,
         teacher=None if args.teacher is None else str(args.teacher),
+        noise_curriculum=curriculum,
+        momentum_decay=decay,
     )
     bars: list[tqdm] = []  # opened at the first step, so setup errors print alone
 
@@ -129,6 +174,38 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group(
+        "noise curriculum (off by default; docs/fast_training.md)",
+        "draw the easy noise levels sigma > SIGMA less and less often: the lognormal density is"
+        " multiplied by min(1, SIGMA/sigma)^tilt, tilt ramping from START to END",
+    )
+    c.add_argument("--noise-curriculum", action="store_true", help="turn it on")
+    c.add_argument("--curriculum-sigma", type=float, metavar="SIGMA", help="default 0.5")
+    c.add_argument("--curriculum-tilt-start", type=float, metavar="START", help="default 0")
+    c.add_argument("--curriculum-tilt-end", type=float, metavar="END", help="default 2")
+    c.add_argument(
+        "--curriculum-fraction", type=float, metavar="F", help="reach END at F*iterations (1)"
+    )
+    c.add_argument("--curriculum-pace", type=float, metavar="P", help="ramp exponent (1)")
+    m = p.add_argument_group(
+        "momentum decay (off by default; docs/fast_training.md)",
+        "Adam's beta1 ramps from START to END, the learning rate compensated",
+    )
+    m.add_argument("--momentum-decay", action="store_true", help="turn it on")
+    m.add_argument("--momentum-start", type=float, metavar="START", help="default 0.9")
+    m.add_argument("--momentum-end", type=float, metavar="END", help="default 0.5")
+    m.add_argument(
+        "--momentum-fraction", type=float, metavar="F", help="reach END at F*iterations (1)"
+    )
+    m.add_argument("--momentum-pace", type=float, metavar="P", help="ramp exponent (1)")
+    m.add_argument(
+        "--momentum-compensation",
+        choices=("influence", "none", "rms", "stability"),
+        help="learning-rate compensation (default influence)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a diffusion or consistency model, recording checkpoints"
@@ -152,6 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compact", action="store_true", help="store float16 checkpoint deltas")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_schedule_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a model file, in the data's units")

@@ -25,6 +25,7 @@ def edm_loss(
     sigma_data: float = 0.5,
     p_mean: float = -1.2,
     p_std: float = 1.2,
+    sigma: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """EDM loss (Karras et al. 2022, Eq. (2) with Table 1's choices)::
 
@@ -32,10 +33,13 @@ def edm_loss(
         L = E[ lambda(sigma) || D(y + n, sigma) - y ||^2 ],
         lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2,
 
-    averaged over the batch and the sample's values.
+    averaged over the batch and the sample's values. ``sigma`` (B,), if given, replaces the
+    lognormal draw (e.g. a noise curriculum's levels, :mod:`.schedules`).
     """
     b = y.shape[0]
-    sigma = (torch.randn(b, generator=g) * p_std + p_mean).exp().to(y.dtype)
+    if sigma is None:
+        sigma = (torch.randn(b, generator=g) * p_std + p_mean).exp()
+    sigma = sigma.to(y.dtype)
     noise = torch.randn(y.shape, generator=g, dtype=y.dtype)
     s = _bcast(sigma, y)
     weight = (s**2 + sigma_data**2) / (s * sigma_data) ** 2

@@ -36,6 +36,13 @@ from lcsc.generative.edm import Denoiser
 from lcsc.generative.io import load_model, make_metadata, save_model
 from lcsc.generative.losses import consistency_loss, ct_num_levels, discretisation, edm_loss
 from lcsc.generative.networks import ModelConfig, build_model
+from lcsc.generative.schedules import (
+    AdamMomentum,
+    MomentumDecay,
+    NoiseCurriculum,
+    pair_probabilities,
+    sample_sigma,
+)
 from lcsc.trajectory import Recorder, layout
 
 KINDS = ("dm", "ct", "cd")
@@ -49,6 +56,8 @@ CONFIG_FILE = "train_config.json"
 _P_DEFAULTS = {"dm": (-1.2, 1.2), "ct": (-1.1, 2.0), "cd": (-1.1, 2.0)}
 
 StepCallback = Callable[[int, float], None]
+# watch(step, model, ema): the live models, in training mode; do not modify them
+WatchCallback = Callable[[int, Denoiser, Denoiser], None]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,10 @@ class TrainConfig:
         cd_levels: number of noise levels of the CD discretisation.
         distance: ``"huber"`` (pseudo-Huber, c = 0.00054 sqrt(d)) or ``"l2"``, for ct/cd.
         teacher: cd only: a dm output directory (its ema.safetensors is used) or a file.
+        noise_curriculum: None (off) or a :class:`NoiseCurriculum`: the easy, high noise
+            levels are drawn less and less often (dm: the lognormal; ct/cd: its pairs).
+        momentum_decay: None (off) or a :class:`MomentumDecay`: Adam's ``beta1`` decreases,
+            with a learning-rate compensation.
     """
 
     kind: str
@@ -100,10 +113,18 @@ class TrainConfig:
     cd_levels: int = 18
     distance: str = "huber"
     teacher: str | None = None
+    noise_curriculum: NoiseCurriculum | None = None
+    momentum_decay: MomentumDecay | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, Mapping):
             object.__setattr__(self, "model", ModelConfig.from_dict(self.model))
+        # Mappings come from JSON (train_config.json, the trajectory's metadata).
+        if isinstance(self.noise_curriculum, Mapping):
+            curriculum = NoiseCurriculum.from_dict(self.noise_curriculum)
+            object.__setattr__(self, "noise_curriculum", curriculum)
+        if isinstance(self.momentum_decay, Mapping):
+            object.__setattr__(self, "momentum_decay", MomentumDecay.from_dict(self.momentum_decay))
         object.__setattr__(self, "betas", tuple(self.betas))
         _check(self.kind in KINDS, "kind", f"must be one of {', '.join(KINDS)}", self.kind)
         _check(isinstance(self.model, ModelConfig), "model", "must be a ModelConfig", self.model)
@@ -154,6 +175,26 @@ class TrainConfig:
             "is required for kind 'cd' and only allowed there",
             self.teacher,
         )
+        _check(
+            self.noise_curriculum is None or isinstance(self.noise_curriculum, NoiseCurriculum),
+            "noise_curriculum",
+            "must be None or a NoiseCurriculum",
+            self.noise_curriculum,
+        )
+        decay = self.momentum_decay
+        _check(
+            decay is None or isinstance(decay, MomentumDecay),
+            "momentum_decay",
+            "must be None or a MomentumDecay",
+            decay,
+        )
+        if decay is not None and decay.start is None:
+            _check(
+                decay.end <= self.betas[0],
+                "momentum_decay",
+                f"end must not exceed Adam's beta1 {self.betas[0]} (a decay)",
+                decay.end,
+            )
 
     @property
     def noise_distribution(self) -> tuple[float, float]:
@@ -165,6 +206,7 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; the schedules are dicts, or None when off."""
         d = asdict(self)
         d["model"] = self.model.to_dict()
         d["betas"] = list(self.betas)
@@ -226,6 +268,7 @@ def train(
     *,
     data: Dataset | None = None,
     on_step: StepCallback | None = None,
+    watch: WatchCallback | None = None,
 ) -> TrainResult:
     """Train as ``config`` says, recording the trajectory and saving the models in ``out``.
 
@@ -234,6 +277,8 @@ def train(
         out: the output directory (created; must not already hold a trajectory).
         data: the training set; None loads ``config.data`` (its training split).
         on_step: called as ``on_step(step, loss)`` after every iteration (steps 1..iterations).
+        watch: called as ``watch(step, model, ema)`` after every iteration, e.g. to evaluate
+            the EMA during training (its time counts in ``TrainResult.seconds``).
 
     Raises:
         LcscError: bad data, teacher or output directory, or a diverging (non-finite) loss.
@@ -268,7 +313,9 @@ def train(
             traj_dir, config.record_every, config.keep, metadata, compact=config.compact
         ) as rec:
             rec.update(model, 0)
-            losses, seconds = _loop(config, model, ema, opt, rec, data, g, teacher, out, on_step)
+            losses, seconds = _loop(
+                config, model, ema, opt, rec, data, g, teacher, out, on_step, watch
+            )
     save_model(out / EMA_FILE, ema, metadata, step=config.iterations)
     save_model(out / FINAL_FILE, model, metadata, step=config.iterations)
     model.eval()
@@ -308,9 +355,16 @@ def _loop(
     teacher: Denoiser | None,
     out: Path,
     on_step: StepCallback | None,
+    watch: WatchCallback | None = None,
 ) -> tuple[np.ndarray, float]:
     x, n, k_total = data.x, len(data), config.iterations
     p_mean, p_std = config.noise_distribution
+    curriculum = config.noise_curriculum
+    momentum = (
+        None
+        if config.momentum_decay is None
+        else AdamMomentum(config.momentum_decay, k_total, config.betas)
+    )
     sigma_min = config.model.sigma_min
     params = [p for p in model.parameters()]
     ema_params = [p for p in ema.parameters()]
@@ -320,13 +374,27 @@ def _loop(
     with open(out / LOG_FILE, "w") as log:
         for k in range(k_total):
             step = k + 1
-            if config.warmup:
+            lr = config.lr * min(1.0, step / config.warmup) if config.warmup else config.lr
+            if momentum is not None:
+                momentum.apply(k, opt, lr)
+            elif config.warmup:
                 for group in opt.param_groups:
-                    group["lr"] = config.lr * min(1.0, step / config.warmup)
+                    group["lr"] = lr
             y = x[torch.randint(n, (config.batch_size,), generator=g)]
+            # (sigma_easy, tilt) of this iteration's noise curriculum
+            easy = (
+                None if curriculum is None else (curriculum.sigma_easy, curriculum.tilt(k, k_total))
+            )
             if config.kind == "dm":
+                sigma = None if easy is None else sample_sigma(len(y), g, p_mean, p_std, *easy)
                 loss = edm_loss(
-                    model, y, g, sigma_data=config.model.sigma_data, p_mean=p_mean, p_std=p_std
+                    model,
+                    y,
+                    g,
+                    sigma_data=config.model.sigma_data,
+                    p_mean=p_mean,
+                    p_std=p_std,
+                    sigma=sigma,
                 )
             else:
                 levels_n = (
@@ -337,6 +405,8 @@ def _loop(
                 levels, probs = discretisation(
                     levels_n, sigma_min, config.sigma_max, config.rho, p_mean, p_std
                 )
+                if easy is not None:
+                    probs = pair_probabilities(levels, p_mean, p_std, *easy)
                 loss = consistency_loss(
                     model, y, g, levels, probs, teacher=teacher, distance=config.distance
                 )
@@ -352,6 +422,8 @@ def _loop(
             losses[k] = value
             if on_step is not None:
                 on_step(step, value)
+            if watch is not None:
+                watch(step, model, ema)
             if step % config.log_every == 0 or step == k_total:
                 now = time.perf_counter()
                 span = step - (step - 1) // config.log_every * config.log_every
