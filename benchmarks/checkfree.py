@@ -17,7 +17,8 @@ determinism, exactly the failure-free reference run; it is not recomputed (its c
 reference's, on its own time scale). The target validation loss defaults to the failure-free
 reference's mean loss at 80 % of the iterations.
 
-Outputs in ``--out``: results.json (every curve), table.md, checkfree.png.
+Outputs in ``--out``: results.json (every curve), table.md, checkfree.png (``--replot``
+rewrites the last two from results.json).
 
     python benchmarks/checkfree.py [--iterations 300] [--seeds 0 1 2] [--workers 2]
 """
@@ -28,6 +29,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -111,7 +113,8 @@ def mean_curve(curves: list[list[list[float]]], grid: np.ndarray) -> np.ndarray:
     for c in curves:
         t, v = np.array(c).T
         rows.append(np.where(grid <= t[-1], np.interp(grid, t, v), np.nan))
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # all-NaN columns past every run's end: NaN, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(np.array(rows), 0) if rows else grid * np.nan
 
 
@@ -168,28 +171,29 @@ def plot(results: list[dict[str, Any]], path: Path, target: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = dict(zip(ALL, plt.get_cmap("tab10").colors, strict=False))
     fig, axes = plt.subplots(2, len(RATES), figsize=(5 * len(RATES), 8), sharey=True)
     for row, stages in enumerate(("intermediate", "all")):
         strategies = ALL if stages == "intermediate" else EDGE_CAPABLE
         for col, rate in enumerate(RATES):
             ax = axes[row, col]
-            end = max(r["curve"][-1][0] for r in results if r["curve"] is not None)
-            grid = np.linspace(0, end, 400)
-            for s in ("none", *strategies):
-                if s == "none":
-                    runs = [r for r in results if r["reference"] == "normal"]
-                else:
-                    runs = [r for r in runs_of(results, s, rate, stages) if r["curve"]]
+            panel = {"none": [r for r in results if r["reference"] == "normal"]}
+            for s in strategies:
+                panel[s] = [r for r in runs_of(results, s, rate, stages) if r["curve"]]
+            end = max(r["curve"][-1][0] for runs in panel.values() for r in runs)
+            grid = np.linspace(0, end, 600)
+            for s, runs in panel.items():
                 if not runs:
                     continue
-                style = "k:" if s == "none" else "-"
+                style = {"color": "k", "ls": ":"} if s == "none" else {"color": colours[s]}
                 label = "no failures" if s == "none" else s
-                ax.plot(
-                    grid / 3600, mean_curve([r["curve"] for r in runs], grid), style, label=label
-                )
+                curve = mean_curve([r["curve"] for r in runs], grid)
+                ax.plot(grid / 3600, curve, label=label, lw=1.2, **style)
             ax.axhline(target, color="grey", lw=0.5)
             ax.set_title(f"{rate:g} %/h, failures on {stages} stages")
             ax.set_xlabel("modelled wall clock (h)")
+            ref_end = max(r["curve"][-1][0] for r in panel["none"]) / 3600
+            ax.set_xlim(0, min(end / 3600, 2 * ref_end) * 1.02)  # cut runaway rollback runs
             ax.set_ylim(target - 0.4, target + 0.8)
             if col == 0:
                 ax.set_ylabel("validation loss (nats/byte)")
@@ -210,6 +214,7 @@ def main() -> None:
     ap.add_argument("--target", type=float, help="target validation loss (default: see above)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("runs/checkfree"))
+    ap.add_argument("--replot", action="store_true", help="redo table and plot from --out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     common = {k: v for k, v in vars(args).items() if k not in ("out", "target", "seeds")}
@@ -226,6 +231,11 @@ def main() -> None:
             reference_curve=curve,
         )
 
+    if args.replot:  # tables and plot again from a finished run's results.json
+        saved = json.loads((args.out / "results.json").read_text())
+        results, target = saved["runs"], saved["meta"]["target"]
+        report(results, args.target or target, args.out, len(args.seeds))
+        return
     with ProcessPoolExecutor(args.workers) as pool:
         ref_jobs = [job("checkfree", 0.0, s, "all", "normal") for s in args.seeds]
         ref_jobs += [job("checkfree+", 0.0, s, "all", "swapped") for s in args.seeds]
@@ -239,28 +249,32 @@ def main() -> None:
                         kind = "swapped" if s == "checkfree+" else "normal"
                         jobs.append(job(s, rate, seed, stages, None, curves[kind, seed]))
         results = refs + list(pool.map(run_job, jobs))
-    normal = [r for r in refs if r["reference"] == "normal"]
     if args.target is not None:
         target = args.target
-    else:
-        at = int(0.8 * args.iterations)
-        values = [next(v for t, v in r["curve"] if t >= at * args.iteration_time) for r in normal]
-        target = float(np.mean(values))
-    parts = []
-    for stages in ("intermediate", "all"):
-        parts.append(
-            f"### Failures on {stages} stages\n\n" + table(results, target, stages, len(args.seeds))
-        )
-    text = "\n".join(parts)
-    (args.out / "table.md").write_text(text)
+    else:  # the failure-free run's mean validation loss at 80 % of the iterations
+        at = int(0.8 * args.iterations) * args.iteration_time
+        normal = [r for r in refs if r["reference"] == "normal"]
+        target = float(np.mean([next(v for t, v in r["curve"] if t >= at) for r in normal]))
     for r in results:
         r.pop("reference_curve", None)
     meta = {"args": {k: str(v) for k, v in vars(args).items()}, "target": target}
     meta["runtime_s"] = time.perf_counter() - t0
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "runs": results}) + "\n")
-    plot(results, args.out / "checkfree.png", target)
+    report(results, target, args.out, len(args.seeds))
+    print(f"{len(results)} runs in {meta['runtime_s']:.0f} s")
+
+
+def report(results: list[dict[str, Any]], target: float, out: Path, seeds: int) -> None:
+    """Write table.md and checkfree.png into ``out`` and print the table."""
+    parts = [
+        f"### Failures on {stages} stages\n\n" + table(results, target, stages, seeds)
+        for stages in ("intermediate", "all")
+    ]
+    text = "\n".join(parts)
+    (out / "table.md").write_text(text)
+    plot(results, out / "checkfree.png", target)
     print(text)
-    print(f"target {target:.4f}; {len(results)} runs in {meta['runtime_s']:.0f} s; {args.out}")
+    print(f"target validation loss {target:.4f}; results in {out}")
 
 
 if __name__ == "__main__":

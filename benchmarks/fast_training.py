@@ -1,22 +1,31 @@
 """Faster diffusion training on digits: noise curriculum and momentum decay, measured.
 
-Trains the EDM diffusion MLP of ``lcsc train dm`` (about 300K parameters, batch 128, Adam lr
-1e-3) on sklearn's digits for ``--iterations`` iterations with four strategies -- baseline,
-noise curriculum, momentum decay, both (default settings of :mod:`lcsc.generative.schedules`)
--- and ``--seeds`` seeds each. Every ``--eval-every`` iterations the training EMA is scored by
-held-out FD (``--eval-samples`` samples from fixed held-out noise, DPM-Solver++(2M) with
-``--nfe`` evaluations, the packaged digits feature net). Reported:
+Trains the EDM diffusion MLP of ``lcsc train dm`` (width 256, 2 blocks: about 300K parameters;
+batch 128, Adam lr 1e-3, EMA rate 0.998) on sklearn's digits for ``--iterations`` iterations,
+``--seeds`` seeds per strategy:
 
-* iterations and training wall time (evaluation excluded) to reach a target held-out FD
-  (default: the seed-averaged final FD of the baseline times ``1 + --target-margin``);
-* LCSC applied at iteration ``--lcsc-at`` (``lcsc.experiment.compare``, evolutionary search
-  with ``--lcsc-budget`` evaluations) and the baseline iterations its held-out FD is worth,
-  i.e. the training-cost reduction against the baseline with EMA.
+* ``baseline``: ``TrainConfig`` as is.
+* ``tilt0``: a control. ``NoiseCurriculum(tilt_end=0)`` draws the baseline's lognormal by
+  inverse CDF, so it uses the random stream of the curriculum runs; the curriculum is compared
+  with it seed by seed (same seed: the same uniforms, only the tilt differs), the momentum
+  decay with the baseline (it draws no random numbers).
+* ``curriculum``, ``momentum``, ``both``: the defaults of :mod:`lcsc.generative.schedules`.
 
-Runs go to ``--jobs`` worker processes, one torch thread each. Every finished run is saved
-to ``OUT/results.json`` at once, and a rerun skips the runs already there (same settings), so
-a partial run is kept. Then ``OUT/report.md`` and ``OUT/curves.png`` are written. The default
-sizes take about 20 minutes on 2 CPU cores::
+Every ``--eval-every`` iterations the training EMA is scored by held-out FD: ``--eval-samples``
+samples from fixed held-out noise, DPM-Solver++(2M) with ``--nfe`` evaluations, the packaged
+digits feature net. Reported:
+
+* iterations and training wall time (evaluations excluded) to reach a target FD (default:
+  the seed-mean final FD of the baseline times ``1 + --target-margin``);
+* LCSC at iteration ``--lcsc-at`` (``lcsc.experiment.compare``,
+  evolutionary search, ``--lcsc-budget`` evaluations on 1000 search samples), scored by the
+  same evaluator, and the baseline iterations that FD is worth: the training-cost reduction
+  against the baseline with EMA.
+
+Runs go to ``--jobs`` worker processes with one torch thread each. Every finished run is saved
+to ``OUT/results.json`` at once and a rerun skips the runs already there (same settings), so
+partial runs are kept; ``OUT/report.md`` and ``OUT/curves.png`` are written at the end. The
+defaults take about 30 minutes on 2 CPU cores shared with other jobs::
 
     python benchmarks/fast_training.py [--out out/fast_training] [--jobs 2]
 """
@@ -25,36 +34,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-STRATEGIES = ("baseline", "curriculum", "momentum", "both")
-COLOURS = {"baseline": "k", "curriculum": "tab:blue", "momentum": "tab:orange", "both": "tab:red"}
+STRATEGIES = ("baseline", "tilt0", "curriculum", "momentum", "both")
+# the run each strategy is paired with, seed by seed (same random numbers)
+CONTROL = {"tilt0": "baseline", "curriculum": "tilt0", "momentum": "baseline", "both": "tilt0"}
+COLOURS = {
+    "baseline": "k",
+    "tilt0": "gray",
+    "curriculum": "tab:blue",
+    "momentum": "tab:orange",
+    "both": "tab:red",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a run depends on (a rerun reuses saved runs only for equal settings)."""
 
-    iterations: int = 4000
+    iterations: int = 3000
     eval_every: int = 200
     eval_samples: int = 2000
     nfe: int = 9
     ema_rate: float = 0.998
     record_every: int = 50
-    lcsc_at: int = 2000
-    lcsc_budget: int = 100
+    lcsc_at: int = 1500
+    lcsc_budget: int = 80
     lcsc_search_samples: int = 1000
-    lcsc_held_out_samples: int = 500
-
-    def key(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    lcsc_held_out_samples: int = 200  # compare's own held-out metrics (KID is slow): unused
 
 
 def train_config(strategy: str, seed: int, s: Settings) -> Any:
@@ -62,6 +77,8 @@ def train_config(strategy: str, seed: int, s: Settings) -> Any:
     from lcsc.generative.schedules import MomentumDecay, NoiseCurriculum
     from lcsc.generative.training import TrainConfig
 
+    curriculum = {"tilt0": NoiseCurriculum(tilt_end=0.0), "curriculum": NoiseCurriculum()}
+    curriculum["both"] = curriculum["curriculum"]
     return TrainConfig(
         kind="dm",
         model=ModelConfig(kind="mlp", data_shape=(1, 8, 8)),
@@ -69,13 +86,13 @@ def train_config(strategy: str, seed: int, s: Settings) -> Any:
         record_every=s.record_every,
         ema_rate=s.ema_rate,
         seed=seed,
-        noise_curriculum=NoiseCurriculum() if strategy in ("curriculum", "both") else None,
+        noise_curriculum=curriculum.get(strategy),
         momentum_decay=MomentumDecay() if strategy in ("momentum", "both") else None,
     )
 
 
-def run_one(job: tuple[str, int, Settings]) -> dict[str, Any]:
-    """Train one (strategy, seed), scoring the EMA along the way; then LCSC at ``lcsc_at``."""
+def run_one(job: tuple[str, int, Settings, bool]) -> dict[str, Any]:
+    """Train one (strategy, seed), scoring the EMA along the way; then LCSC if asked."""
     import torch
 
     torch.set_num_threads(1)  # 2 OpenMP threads per process on 2 shared cores: 10-50x slower
@@ -87,7 +104,7 @@ def run_one(job: tuple[str, int, Settings]) -> dict[str, Any]:
     from lcsc.objectives.sample_fd import FixedNoiseGenerator, SampleFD, digits_reference
     from lcsc.trajectory import Trajectory
 
-    strategy, seed, s = job
+    strategy, seed, s, with_lcsc = job
     config = train_config(strategy, seed, s)
     data = load_dataset("digits", "train")
     metadata = make_metadata(config.model, data.spec)
@@ -97,9 +114,11 @@ def run_one(job: tuple[str, int, Settings]) -> dict[str, Any]:
         digits_reference(metadata),
     )
     curve: list[dict[str, float]] = []
-    clock = {"eval": 0.0}
+    clock = {"eval": 0.0, "start": 0.0}
 
     def watch(step: int, model: Any, ema: Any) -> None:
+        if step == 1:  # the clock starts after the first iteration: setup and warm-up excluded
+            clock["start"] = time.perf_counter()
         if step % s.eval_every and step != s.iterations:
             return
         t = time.perf_counter()
@@ -110,16 +129,16 @@ def run_one(job: tuple[str, int, Settings]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        clock["start"] = time.perf_counter()
         result = train(config, run_dir, data=data, watch=watch)
         out: dict[str, Any] = {
             "strategy": strategy,
             "seed": seed,
             "curve": curve,
-            "train_s": result.seconds - clock["eval"],
+            "train_s": curve[-1]["train_s"],
+            "eval_s": clock["eval"],
             "final_loss": float(result.losses[-100:].mean()),
         }
-        if s.lcsc_budget > 0:
+        if with_lcsc:
             t = time.perf_counter()
             traj = Trajectory.open(run_dir / "trajectory").select(start=1, stop=s.lcsc_at)
             c = compare(
@@ -133,25 +152,35 @@ def run_one(job: tuple[str, int, Settings]) -> dict[str, Any]:
                 search_nfe=s.nfe,
                 trajectory=traj,
             )
-            lcsc_s = time.perf_counter() - t
             out["lcsc"] = {
                 "at": traj.steps[-1],
-                "seconds": lcsc_s,
-                # on the curve's evaluator, so comparable with the EMA curves
+                "seconds": time.perf_counter() - t,
+                # the curve's evaluator: comparable with the EMA curves
                 "fd": score(traj.combine(c.lcsc.best_coefficients)),
                 "ema_star_fd": score(traj.combine(c.ema_star.coefficients)),
                 "ema_star_rate": float(c.ema_star.label),
                 "search_fd": c.search_scores,
-                "held_out_fd": {
-                    k: v.fd
-                    for k, v in c.held_out.items()
-                    if k in ("EMA*", "LCSC", "best checkpoint")
+                "compare_held_out_fd": {
+                    name: c.held_out[name].fd for name in ("EMA*", "best checkpoint", "LCSC")
                 },
             }
     return out
 
 
 # --------------------------------------------------------------------------- analysis
+def crossing(steps: np.ndarray, fd: np.ndarray, target: float) -> float | None:
+    """Where a curve first reaches ``target``, log FD interpolated linearly between
+    evaluations (None: never)."""
+    below = np.nonzero(fd <= target)[0]
+    if not len(below):
+        return None
+    i = int(below[0])
+    if i == 0:
+        return float(steps[0])
+    lo, hi = math.log(fd[i - 1]), math.log(fd[i])
+    return float(steps[i - 1] + (steps[i] - steps[i - 1]) * (lo - math.log(target)) / (lo - hi))
+
+
 def first_hit(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
     """The first evaluation whose FD is at most ``target`` (None: never)."""
     return next((p for p in curve if p["fd"] <= target), None)
@@ -165,14 +194,6 @@ def mean_curve(runs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.n
     return steps, fd, secs
 
 
-def _ms(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3g}"
-    return f"{np.mean(values):.3g} ± {np.std(values, ddof=1):.2g}"
-
-
 def by_strategy(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     by = {st: [r for r in results.values() if r["strategy"] == st] for st in STRATEGIES}
     return {st: sorted(rs, key=lambda r: r["seed"]) for st, rs in by.items() if rs}
@@ -184,68 +205,93 @@ def auto_target(results: dict[str, Any], margin: float) -> float | None:
     return None if not base else float(mean_curve(base)[1][-1]) * (1 + margin)
 
 
+def _ms(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}g}"
+    return f"{np.mean(values):.{digits}g} ± {np.std(values, ddof=1):.2g}"
+
+
+def _pct(values: list[float]) -> str:
+    return "-" if not values else ", ".join(f"{100 * v:+.0f}%" for v in values)
+
+
+def _paired(runs: list[dict[str, Any]], control: list[dict[str, Any]], at: int) -> list[float]:
+    """Per seed: FD at iteration ``at`` minus the control's (same seed)."""
+    fd = {r["seed"]: next(p["fd"] for p in r["curve"] if p["step"] >= at) for r in control}
+    return [
+        next(p["fd"] for p in r["curve"] if p["step"] >= at) - fd[r["seed"]]
+        for r in runs
+        if r["seed"] in fd
+    ]
+
+
 def analyse(results: dict[str, Any], s: Settings, target: float) -> str:
     by = by_strategy(results)
     if "baseline" not in by:
         return "no baseline run yet\n"
     base_steps, base_fd, base_secs = mean_curve(by["baseline"])
+    half = s.iterations // 2
     lines = [
-        f"Target held-out FD {target:.4g} (seed-mean final FD of the baseline:"
-        f" {base_fd[-1]:.4g}); {s.iterations} iterations, EMA rate {s.ema_rate}, FD of"
-        f" {s.eval_samples} samples (dpmpp, NFE {s.nfe}) every {s.eval_every} iterations.",
+        f"Target FD {target:.4g} (the baseline's seed-mean final FD {base_fd[-1]:.4g} x"
+        f" {target / base_fd[-1]:.3g}); {s.iterations} iterations, FD of the training EMA"
+        f" (rate {s.ema_rate}) on {s.eval_samples} held-out samples (dpmpp, NFE {s.nfe}) every"
+        f" {s.eval_every} iterations. Mean ± sd over seeds; 'vs control': FD minus the paired"
+        " control's, seed by seed (negative: better); 'mean curve at target': where the"
+        " seed-mean curve reaches the target (log-linear between evaluations); speed-up: the"
+        " baseline's iterations to the target over the strategy's.",
         "",
-        "| strategy | seeds | final FD | best FD | reached | iterations to target"
-        " | train s to target | speed-up (iterations) | it/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| strategy | seeds | FD @ {half} | final FD | vs control @ {half} | vs control final"
+        " | seeds reaching target | first evaluation at target | train s to it"
+        " | mean curve at target | speed-up | it/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    base_iters = [h["step"] for r in by["baseline"] if (h := first_hit(r["curve"], target))]
+    base_at = crossing(base_steps, base_fd, target)
     for st, runs in by.items():
         hits = [h for r in runs if (h := first_hit(r["curve"], target))]
-        iters = [h["step"] for h in hits]
-        speed = (
-            f"{np.mean(base_iters) / np.mean(iters):.2f}x"
-            if iters and base_iters and len(hits) == len(runs)
-            else "-"
-        )
-        its = [r["curve"][-1]["step"] / r["train_s"] for r in runs]
+        at = crossing(*mean_curve(runs)[:2], target)
+        control = by.get(CONTROL.get(st, ""), [])
+        at_half = [next(p["fd"] for p in r["curve"] if p["step"] >= half) for r in runs]
         lines.append(
-            f"| {st} | {len(runs)} | {_ms([r['curve'][-1]['fd'] for r in runs])}"
-            f" | {_ms([min(p['fd'] for p in r['curve']) for r in runs])}"
-            f" | {len(hits)}/{len(runs)} | {_ms(iters)} | {_ms([h['train_s'] for h in hits])}"
-            f" | {speed} | {_ms(its)} |"
+            f"| {st} | {len(runs)} | {_ms(at_half)} | {_ms([r['curve'][-1]['fd'] for r in runs])}"
+            f" | {_signed(_paired(runs, control, half))}"
+            f" | {_signed(_paired(runs, control, s.iterations))} | {len(hits)}/{len(runs)}"
+            f" | {_ms([h['step'] for h in hits], 4)} | {_ms([h['train_s'] for h in hits])}"
+            f" | {'-' if at is None else f'{at:.0f}'}"
+            f" | {'-' if at is None or base_at is None else f'{base_at / at:.2f}x'}"
+            f" | {_ms([r['curve'][-1]['step'] / r['train_s'] for r in runs])} |"
         )
-    if any("lcsc" in r for rs in by.values() for r in rs):
+    lcsc_runs = {st: [r for r in runs if "lcsc" in r] for st, runs in by.items()}
+    if any(lcsc_runs.values()):
         at = s.lcsc_at
         lines += [
             "",
-            f"LCSC at iteration {at} ({s.lcsc_budget} evaluations, {s.lcsc_search_samples}"
-            " search samples); 'baseline iterations' = first evaluation where the seed-mean"
-            " baseline EMA curve reaches the model's FD ('>': not within the run); reduction ="
-            f" 1 - {at} / baseline iterations; with search = the same in wall time, the search"
-            " included.",
+            f"LCSC at iteration {at} ({s.lcsc_budget} evaluations of evolutionary search on"
+            f" {s.lcsc_search_samples} search samples), scored like the curves. 'worth' = the"
+            " first evaluated iteration at which the seed-mean baseline EMA curve is at least as"
+            " good ('>N': not within the run); cost reduction = 1 - at / worth, in iterations and"
+            " in wall time with the search included (per seed).",
             "",
-            f"| strategy | EMA FD @ {at} | EMA* FD @ {at} | LCSC FD @ {at} | baseline iterations"
-            " | cost reduction | with search | search s |",
+            f"| strategy | EMA FD @ {at} | EMA* FD @ {at} | LCSC FD @ {at} | worth (baseline"
+            " iterations) | cost reduction | in wall time, search included | search s |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for st, runs in by.items():
-            runs = [r for r in runs if "lcsc" in r]
+        for st, runs in lcsc_runs.items():
             if not runs:
                 continue
-            ema_at = [next(p["fd"] for p in r["curve"] if p["step"] >= s.lcsc_at) for r in runs]
+            ema_at = [next(p["fd"] for p in r["curve"] if p["step"] >= at) for r in runs]
             worth, cut, cut_s = [], [], []
             for r in runs:
-                f = r["lcsc"]["fd"]
-                reach = np.nonzero(base_fd <= f)[0]
+                reach = np.nonzero(base_fd <= r["lcsc"]["fd"])[0]
+                at_s = next(p["train_s"] for p in r["curve"] if p["step"] >= at)
                 if len(reach):
                     it, secs = int(base_steps[reach[0]]), float(base_secs[reach[0]])
-                    worth.append(f"{it}")
-                    cut.append(1 - s.lcsc_at / it)
-                    at_s = next(p["train_s"] for p in r["curve"] if p["step"] >= s.lcsc_at)
+                    worth.append(str(it))
+                    cut.append(1 - at / it)
                     cut_s.append(1 - (at_s + r["lcsc"]["seconds"]) / secs)
                 else:
                     worth.append(f">{s.iterations}")
-                    cut.append(1 - s.lcsc_at / s.iterations)  # a lower bound
             lines.append(
                 f"| {st} | {_ms(ema_at)} | {_ms([r['lcsc']['ema_star_fd'] for r in runs])}"
                 f" | {_ms([r['lcsc']['fd'] for r in runs])} | {', '.join(worth)}"
@@ -254,40 +300,47 @@ def analyse(results: dict[str, Any], s: Settings, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pct(values: list[float]) -> str:
+def _signed(values: list[float]) -> str:
     if not values:
         return "-"
-    return ", ".join(f"{100 * v:.0f}%" for v in values)
+    return ", ".join(f"{v:+.3f}" for v in values)
 
 
 def plot(results: dict[str, Any], path: Path, target: float | None) -> None:
+    """Top: the EMA's FD against iterations (thin: seeds, thick: seed mean, stars: LCSC).
+    Bottom: each seed-mean curve over the baseline's, to make small differences visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for st in STRATEGIES:
-        runs = [r for r in results.values() if r["strategy"] == st]
-        if not runs:
-            continue
+    by = by_strategy(results)
+    fig, (ax, rel) = plt.subplots(
+        2, 1, figsize=(7.5, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    base = mean_curve(by["baseline"])[1] if "baseline" in by else None
+    for st, runs in by.items():
         for r in runs:
             xs = [p["step"] for p in r["curve"]]
             ax.plot(xs, [p["fd"] for p in r["curve"]], color=COLOURS[st], alpha=0.25, lw=0.8)
-        steps, fd, _ = mean_curve(runs)
-        ax.plot(steps, fd, color=COLOURS[st], lw=2, label=f"{st} (mean of {len(runs)})")
-        for r in runs:
             if "lcsc" in r:
                 ax.plot(r["lcsc"]["at"], r["lcsc"]["fd"], "*", color=COLOURS[st], ms=9)
+        steps, fd, _ = mean_curve(runs)
+        ax.plot(steps, fd, color=COLOURS[st], lw=2, label=f"{st} (mean of {len(runs)} seeds)")
+        if base is not None and len(base) == len(fd):
+            rel.plot(steps, fd / base, color=COLOURS[st], lw=1.5)
     if target is not None:
         ax.axhline(target, color="gray", ls="--", lw=1, label="target")
     ax.set_yscale("log")
-    ax.set_xlabel("iteration")
     ax.set_ylabel("held-out FD of the training EMA")
-    ax.set_title("EDM on digits: EMA FD during training (stars: LCSC)")
-    ax.legend(fontsize=8)
+    ax.set_title("EDM on digits: EMA FD during training (stars: LCSC, each seed)")
+    if by:
+        ax.legend(fontsize=8)
+    rel.axhline(1.0, color="k", lw=0.8)
+    rel.set_xlabel("iteration")
+    rel.set_ylabel("seed-mean FD / baseline's")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -322,14 +375,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    if saved.get("settings") != s.key():
-        saved = {"settings": s.key(), "runs": {}}
+    if saved.get("settings") != asdict(s):
+        saved = {"settings": asdict(s), "runs": {}}
     runs: dict[str, Any] = saved["runs"]
+    with_lcsc = s.lcsc_budget > 0
     jobs = [
-        (st, seed, s)
+        (st, seed, s, with_lcsc)
         for seed in args.seeds
         for st in args.strategies
-        if f"{st}/{seed}" not in runs and not args.report_only
+        if not args.report_only
+        and (f"{st}/{seed}" not in runs or (with_lcsc and "lcsc" not in runs[f"{st}/{seed}"]))
     ]
     t0 = time.perf_counter()
     if jobs:
@@ -337,12 +392,13 @@ def main() -> None:
         with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
             for r in pool.imap_unordered(run_one, jobs):
                 runs[f"{r['strategy']}/{r['seed']}"] = r
-                path.write_text(json.dumps(saved, indent=1))
-                final = r["curve"][-1]["fd"]
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(json.dumps(saved, indent=1))
+                tmp.replace(path)  # atomic: an interrupted write never loses the saved runs
                 lcsc = f", LCSC {r['lcsc']['fd']:.3f}" if "lcsc" in r else ""
                 print(
-                    f"[{time.perf_counter() - t0:6.0f}s] {r['strategy']}/{r['seed']}: final EMA"
-                    f" FD {final:.3f}{lcsc}",
+                    f"[{time.perf_counter() - t0:5.0f}s] {r['strategy']}/{r['seed']}: final EMA"
+                    f" FD {r['curve'][-1]['fd']:.3f}{lcsc}",
                     flush=True,
                 )
     target = args.target_fd or auto_target(runs, args.target_margin)

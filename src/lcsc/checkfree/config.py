@@ -17,7 +17,7 @@ STRATEGIES = ("checkfree", "checkfree+", "checkpoint", "redundant", "copy", "uni
 #: Strategies that rebuild a lost stage from its neighbours' weights (CheckFree's constraints:
 #: no edge stage, no two adjacent stages lost in the same iteration).
 NEIGHBOUR_STRATEGIES = ("checkfree", "copy", "uniform", "random")
-FAILING_STAGES = ("all", "intermediate")
+FAILING_STAGES = ("intermediate", "all")
 DEVICES = ("cpu", "cuda")
 
 
@@ -99,15 +99,17 @@ class FailureConfig:
         rate_percent: hourly per-stage failure rate ``h`` in percent, in ``[0, 100)``.
         iteration_time_s: the modelled duration of one iteration (the paper's setting is a
             slow, decentralised pipeline); it sets ``p`` and the modelled wall clock.
-        stages: ``"all"`` (any stage can fail) or ``"intermediate"`` (the first and last stage,
-            which hold the embedding and the LM head, never fail).
+        stages: ``"intermediate"`` (default: the first and last stage, which hold the
+            embedding and the LM head, never fail; every strategy, CheckFree included, can run
+            on the same failures) or ``"all"`` (edge stages fail too: only checkfree+,
+            checkpoint and redundant can recover those).
         events: explicit failures ``((step, stage), ...)`` replacing the random draws, for tests
             and demonstrations; ``step`` counts executed iterations from 0.
     """
 
     rate_percent: float = 10.0
     iteration_time_s: float = 60.0
-    stages: str = "all"
+    stages: str = "intermediate"
     events: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
@@ -172,8 +174,8 @@ class TrainConfig:
     failures: FailureConfig = field(default_factory=FailureConfig)
     strategy: str = "checkfree"
     iterations: int = 300
-    batch_size: int = 16
-    micro_batches: int = 4
+    batch_size: int = 8
+    micro_batches: int = 2
     lr: float = 3e-3
     warmup: int = 20
     min_lr_ratio: float = 0.1
@@ -185,7 +187,7 @@ class TrainConfig:
     redundant_time_factor: float = 151.0 / 91.0
     recovery_lr_factor: float = 1.1
     eval_every: int = 25
-    eval_batches: int = 8
+    eval_batches: int = 4
     corpus_bytes: int = 4_000_000
     val_fraction: float = 0.1
     processes: bool = False
@@ -240,7 +242,7 @@ class TrainConfig:
                     f" order, so it needs at least 2, got {self.micro_batches}"
                 )
         if self.failures.events is not None:
-            for step, stage in self.failures.events:
+            for _step, stage in self.failures.events:
                 if stage >= self.model.stages:
                     raise LcscError(
                         f"{owner}.failures.events: stage {stage} does not exist"

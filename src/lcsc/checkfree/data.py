@@ -3,8 +3,9 @@
 ``*.py`` files under ``sysconfig.get_paths()["stdlib"]`` are read in a fixed order (a walk with
 sorted directory and file names, skipping ``site-packages``, ``dist-packages`` and
 ``__pycache__``) until ``max_bytes``; tokens are the bytes themselves (vocabulary 256). The
-split is by interleaved blocks (64 KiB, smaller for a small corpus) (every ``1 / val_fraction``-th block is validation), so
-both parts sample the same mix of modules. The corpus depends on the Python version installed.
+split is by interleaved blocks (64 KiB, smaller for a small corpus; every
+``1 / val_fraction``-th block is validation), so both parts sample the same mix of modules.
+The corpus depends on the Python version installed.
 """
 
 from __future__ import annotations

@@ -95,7 +95,11 @@ class PipelineRunner:
         if config.strategy == "checkpoint":
             for w in self.workers.values():
                 done = self._load_checkpoint(w)
-                assert done == slot.rollback_to, (done, slot.rollback_to)
+                if done != slot.rollback_to:
+                    raise CheckpointError(
+                        f"stage {w.index}: its checkpoint is at iteration {done}, expected"
+                        f" {slot.rollback_to} (another run writing to the same folder?)"
+                    )
         else:
             transfers = recovery.recovery_transfers(
                 config.strategy, config.model.stages, slot.failed

@@ -26,6 +26,7 @@ from lcsc.checkfree.config import TrainConfig
 from lcsc.checkfree.distributed import ProcessInfo, run_processes
 from lcsc.checkfree.plan import Plan, build_plan
 from lcsc.checkfree.runner import run_single
+from lcsc.errors import LcscError
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -151,6 +152,7 @@ def train(
     every log record as it completes.
     """
     plan = build_plan(config)
+    _check_device(config)
     t0 = time.perf_counter()
     out_dir = Path(out) if out is not None else None
     with contextlib.ExitStack() as stack:
@@ -190,3 +192,19 @@ def train(
     if out_dir is not None:
         write_json(out_dir / "summary.json", result.summary())
     return result
+
+
+def _check_device(config: TrainConfig) -> None:
+    if config.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LcscError("TrainConfig.device: 'cuda' requested but no CUDA device is visible")
+    n = torch.cuda.device_count()
+    if config.processes and n < config.model.stages:
+        raise LcscError(
+            f"TrainConfig.device: multi-process mode on CUDA runs one NCCL rank per GPU;"
+            f" {config.model.stages} stages need {config.model.stages} GPUs, {n} visible"
+            " (use the single-process mode)"
+        )

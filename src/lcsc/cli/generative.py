@@ -181,7 +181,7 @@ def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
         " multiplied by min(1, SIGMA/sigma)^tilt, tilt ramping from START to END",
     )
     c.add_argument("--noise-curriculum", action="store_true", help="turn it on")
-    c.add_argument("--curriculum-sigma", type=float, metavar="SIGMA", help="default 0.5")
+    c.add_argument("--curriculum-sigma", type=float, metavar="SIGMA", help="default 2")
     c.add_argument("--curriculum-tilt-start", type=float, metavar="START", help="default 0")
     c.add_argument("--curriculum-tilt-end", type=float, metavar="END", help="default 2")
     c.add_argument(

@@ -92,14 +92,14 @@ class NoiseCurriculum:
     that starts easier than the base distribution).
 
     Attributes:
-        sigma_easy: where "easy" starts; the default 0.5 is the default sigma_data, i.e. signal
-            to noise ratio 1.
+        sigma_easy: where "easy" starts; the default 2 is 4 sigma_data (of the default
+            sigma_data 0.5): signal-to-noise ratio 1/16, close to pure noise.
         tilt_start, tilt_end: the tilt at the first iteration and from ``fraction K`` on
             (|tilt| <= 10).
         fraction, pace: the ramp ``c(k)`` (see the module docstring).
     """
 
-    sigma_easy: float = 0.5
+    sigma_easy: float = 2.0
     tilt_start: float = 0.0
     tilt_end: float = 2.0
     fraction: float = 1.0
