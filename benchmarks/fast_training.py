@@ -240,17 +240,17 @@ def analyse(results: dict[str, Any], s: Settings, target: float) -> str:
         f" {s.eval_every} iterations. Mean ± sd over seeds; 'vs control': FD minus the paired"
         " control's, seed by seed (negative: better); 'mean curve at target': where the"
         " seed-mean curve reaches the target (log-linear between evaluations); speed-up: the"
-        " baseline's iterations to the target over the strategy's.",
+        " baseline's (the control's) iterations to the target over the strategy's.",
         "",
         f"| strategy | seeds | FD @ {half} | final FD | vs control @ {half} | vs control final"
         " | seeds reaching target | first evaluation at target | train s to it"
-        " | mean curve at target | speed-up | it/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " | mean curve at target | speed-up | vs control | it/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    base_at = crossing(base_steps, base_fd, target)
+    reach = {st: crossing(*mean_curve(runs)[:2], target) for st, runs in by.items()}
     for st, runs in by.items():
         hits = [h for r in runs if (h := first_hit(r["curve"], target))]
-        at = crossing(*mean_curve(runs)[:2], target)
+        at, base_at, control_at = reach[st], reach["baseline"], reach.get(CONTROL.get(st, ""))
         control = by.get(CONTROL.get(st, ""), [])
         at_half = [next(p["fd"] for p in r["curve"] if p["step"] >= half) for r in runs]
         lines.append(
@@ -259,7 +259,7 @@ def analyse(results: dict[str, Any], s: Settings, target: float) -> str:
             f" | {_signed(_paired(runs, control, s.iterations))} | {len(hits)}/{len(runs)}"
             f" | {_ms([h['step'] for h in hits], 4)} | {_ms([h['train_s'] for h in hits])}"
             f" | {'-' if at is None else f'{at:.0f}'}"
-            f" | {'-' if at is None or base_at is None else f'{base_at / at:.2f}x'}"
+            f" | {_ratio(base_at, at)} | {_ratio(control_at, at)}"
             f" | {_ms([r['curve'][-1]['step'] / r['train_s'] for r in runs])} |"
         )
     lcsc_runs = {st: [r for r in runs if "lcsc" in r] for st, runs in by.items()}
@@ -268,36 +268,48 @@ def analyse(results: dict[str, Any], s: Settings, target: float) -> str:
         lines += [
             "",
             f"LCSC at iteration {at} ({s.lcsc_budget} evaluations of evolutionary search on"
-            f" {s.lcsc_search_samples} search samples), scored like the curves. 'worth' = the"
-            " first evaluated iteration at which the seed-mean baseline EMA curve is at least as"
-            " good ('>N': not within the run); cost reduction = 1 - at / worth, in iterations and"
-            " in wall time with the search included (per seed).",
+            f" {s.lcsc_search_samples} search samples, plus compare's EMA grid and checkpoint"
+            " baselines), scored like the curves. 'worth': the iteration at which the seed-mean"
+            " baseline EMA curve reaches that FD (log-linear between evaluations; '>N': not"
+            " within the run); cost reduction = 1 - at / worth of LCSC, per seed, in iterations"
+            " and in wall time with compare's whole time included.",
             "",
-            f"| strategy | EMA FD @ {at} | EMA* FD @ {at} | LCSC FD @ {at} | worth (baseline"
-            " iterations) | cost reduction | in wall time, search included | search s |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| strategy | EMA FD @ {at} | EMA* FD | EMA* worth | LCSC FD | LCSC worth"
+            " | cost reduction | in wall time, compare included | compare s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
+
+        def worth(fd: float) -> float | None:
+            return crossing(base_steps, base_fd, fd)
+
         for st, runs in lcsc_runs.items():
             if not runs:
                 continue
             ema_at = [next(p["fd"] for p in r["curve"] if p["step"] >= at) for r in runs]
-            worth, cut, cut_s = [], [], []
+            cut, cut_s = [], []
             for r in runs:
-                reach = np.nonzero(base_fd <= r["lcsc"]["fd"])[0]
-                at_s = next(p["train_s"] for p in r["curve"] if p["step"] >= at)
-                if len(reach):
-                    it, secs = int(base_steps[reach[0]]), float(base_secs[reach[0]])
-                    worth.append(str(it))
+                it = worth(r["lcsc"]["fd"])
+                if it is not None:
+                    at_s = next(p["train_s"] for p in r["curve"] if p["step"] >= at)
                     cut.append(1 - at / it)
+                    secs = float(np.interp(it, base_steps, base_secs))
                     cut_s.append(1 - (at_s + r["lcsc"]["seconds"]) / secs)
-                else:
-                    worth.append(f">{s.iterations}")
             lines.append(
                 f"| {st} | {_ms(ema_at)} | {_ms([r['lcsc']['ema_star_fd'] for r in runs])}"
-                f" | {_ms([r['lcsc']['fd'] for r in runs])} | {', '.join(worth)}"
+                f" | {_worths([worth(r['lcsc']['ema_star_fd']) for r in runs], s.iterations)}"
+                f" | {_ms([r['lcsc']['fd'] for r in runs])}"
+                f" | {_worths([worth(r['lcsc']['fd']) for r in runs], s.iterations)}"
                 f" | {_pct(cut)} | {_pct(cut_s)} | {_ms([r['lcsc']['seconds'] for r in runs])} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a / b:.2f}x"
+
+
+def _worths(values: list[float | None], iterations: int) -> str:
+    return ", ".join(f">{iterations}" if v is None else f"{v:.0f}" for v in values)
 
 
 def _signed(values: list[float]) -> str:
