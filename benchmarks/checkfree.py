@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -108,14 +107,11 @@ def time_to(curve: list[list[float]] | None, target: float) -> float | None:
 
 
 def mean_curve(curves: list[list[list[float]]], grid: np.ndarray) -> np.ndarray:
-    """Mean over runs of each validation curve interpolated on ``grid`` (NaN past its end)."""
-    rows = []
-    for c in curves:
-        t, v = np.array(c).T
-        rows.append(np.where(grid <= t[-1], np.interp(grid, t, v), np.nan))
-    with warnings.catch_warnings():  # all-NaN columns past every run's end: NaN, no warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(np.array(rows), 0) if rows else grid * np.nan
+    """Mean over runs of the validation curves interpolated on ``grid``; NaN once any run has
+    ended (runs with rollbacks end at different times)."""
+    end = min(c[-1][0] for c in curves) * (1 + 1e-9)
+    rows = [np.interp(grid, *np.array(c).T) for c in curves]
+    return np.where(grid <= end, np.mean(rows, 0), np.nan)
 
 
 def runs_of(results: list[dict[str, Any]], strategy: str, rate: float, stages: str) -> list:
@@ -264,10 +260,54 @@ def main() -> None:
     print(f"{len(results)} runs in {meta['runtime_s']:.0f} s")
 
 
+def jumps(results: list[dict[str, Any]], strategy: str, stages: str) -> list[float]:
+    """Validation loss at the first evaluation after each failure minus the same seed's
+    failure-free run (same pipeline order) at the same step: the damage a recovery leaves."""
+    refs = {(r["reference"], r["seed"]): r["curve"] for r in results if r["reference"]}
+    out = []
+    for rate in RATES:
+        for r in runs_of(results, strategy, rate, stages):
+            if r["curve"] is None:
+                continue
+            ref = dict(refs["swapped" if strategy == "checkfree+" else "normal", r["seed"]])
+            steps = [(round(t / r["step_time_s"]), v, t) for t, v in r["curve"]]
+            for failed_at, _ in r["failures"]:
+                k, v, t = next(x for x in steps if x[0] > failed_at)
+                out.append(v - ref[t])
+    return out
+
+
+def quality_table(results: list[dict[str, Any]], stages: str) -> str:
+    head = "| strategy | loss jump after a failure | final val loss at " + " / ".join(
+        f"{r:g}" for r in RATES
+    )
+    lines = [head + " %/h |", "|---|---|---|"]
+    for s in ALL if stages == "intermediate" else EDGE_CAPABLE:
+        if s == "checkpoint":
+            jump = "(rolls back)"
+        elif s == "redundant":
+            jump = "0 (exact)"
+        else:
+            j = jumps(results, s, stages)
+            jump = f"{np.mean(j):+.3f} (median {np.median(j):+.3f}, n={len(j)})" if j else "-"
+        finals = []
+        for rate in RATES:
+            done = [r for r in runs_of(results, s, rate, stages) if r["curve"] is not None]
+            finals.append(f"{np.mean([r['curve'][-1][1] for r in done]):.3f}" if done else "-")
+        lines.append(f"| {s} | {jump} | {' / '.join(finals)} |")
+    for kind in ("normal", "swapped"):
+        ref = [r["curve"][-1][1] for r in results if r["reference"] == kind]
+        lines.append(f"| *no failures, {kind} order* | | {np.mean(ref):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: list[dict[str, Any]], target: float, out: Path, seeds: int) -> None:
-    """Write table.md and checkfree.png into ``out`` and print the table."""
+    """Write table.md and checkfree.png into ``out`` and print the tables."""
     parts = [
-        f"### Failures on {stages} stages\n\n" + table(results, target, stages, seeds)
+        f"### Failures on {stages} stages\n\n"
+        + table(results, target, stages, seeds)
+        + "\n"
+        + quality_table(results, stages)
         for stages in ("intermediate", "all")
     ]
     text = "\n".join(parts)
