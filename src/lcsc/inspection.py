@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lcsc.checkpoint import SUFFIXES, read_checkpoint
+from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import LcscError
 from lcsc.trajectory import Trajectory, layout
 
@@ -86,8 +86,7 @@ def _files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            recorded = layout.recorded_files(p)
-            out.extend(recorded or [f for f in p.iterdir() if f.suffix in SUFFIXES])
+            out.extend(layout.checkpoint_files(p))
         else:
             out.append(p)
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lcsc.checkpoint import SUFFIXES, Checkpoint, read_checkpoint, write_checkpoint
+from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
 from lcsc.trajectory import layout
 from lcsc.trajectory.combine import weighted_sum
@@ -80,9 +80,7 @@ class Trajectory:
         if not d.is_dir():
             raise TrajectoryError(f"{d}: no such directory")
         manifest = layout.read_manifest(d)
-        files = layout.recorded_files(d)
-        if not files and not manifest:
-            files = [p for p in d.iterdir() if p.suffix in SUFFIXES and p.is_file()]
+        files = layout.checkpoint_files(d)
         if not files:
             raise TrajectoryError(f"{d}: no checkpoints found (empty folder?)")
         return cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
