@@ -21,7 +21,8 @@ import torch
 
 from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
-from lcsc.trajectory import layout
+from lcsc.state_dict import Extraction
+from lcsc.trajectory import layout, sources
 from lcsc.trajectory.combine import weighted_sum
 from lcsc.trajectory.compact import chain_weights
 
@@ -67,6 +68,7 @@ class Trajectory:
         self._entries = entries
         self._selected = selected
         self.metadata = metadata
+        self.source: sources.Source | None = None  # how from_paths found the files
         self._check_structure()
         if check_finite:
             self._check_values()
@@ -74,16 +76,12 @@ class Trajectory:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], *, check_finite: bool = True) -> Trajectory:
-        """Open a Recorder directory (or any folder of checkpoint files)."""
+    def open(cls, directory: str | os.PathLike[str], **options: Any) -> Trajectory:
+        """Open a Recorder directory or any folder :meth:`from_paths` recognises."""
         d = Path(directory)
         if not d.is_dir():
             raise TrajectoryError(f"{d}: no such directory")
-        manifest = layout.read_manifest(d)
-        files = layout.checkpoint_files(d)
-        if not files:
-            raise TrajectoryError(f"{d}: no checkpoints found (empty folder?)")
-        return cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
+        return cls.from_paths([d], **options)
 
     @classmethod
     def from_files(
@@ -91,13 +89,17 @@ class Trajectory:
         paths: Iterable[str | os.PathLike[str]],
         steps: Sequence[int] | None = None,
         *,
+        key: str | None = None,
+        strip_prefix: str | None = None,
         check_finite: bool = True,
         _metadata: dict[str, Any] | None = None,
     ) -> Trajectory:
         """Open checkpoint files (``.safetensors`` or ``.pt``-style), sorted by step.
 
-        Without ``steps``, each file's step is the last number in its name (``ckpt_012000.pt``)
-        or, for files lcsc wrote, the step stored in the file.
+        Without ``steps``, each file's step is, for files lcsc wrote, the step stored in the
+        file, else the last number in its name (``ckpt_012000.pt``) or its nearest numbered
+        folder (``checkpoint-500/unet/...``); see :func:`lcsc.trajectory.sources.step_from_path`.
+        ``key`` and ``strip_prefix`` are passed to :func:`lcsc.checkpoint.read_checkpoint`.
         """
         paths = [Path(p) for p in paths]
         if not paths:
@@ -106,12 +108,15 @@ class Trajectory:
             raise TrajectoryError(f"got {len(steps)} steps for {len(paths)} files")
         entries = []
         for i, p in enumerate(paths):
-            ckpt = read_checkpoint(p)
+            ckpt = read_checkpoint(p, key=key, strip_prefix=strip_prefix)
             entries.append(_make_entry(ckpt, None if steps is None else int(steps[i])))
         entries.sort(key=lambda e: e.step)
         for a, b in zip(entries, entries[1:], strict=False):
             if a.step == b.step:
-                raise TrajectoryError(f"{a.path} and {b.path} have the same step {a.step}")
+                raise TrajectoryError(
+                    f"{a.path} and {b.path} have the same step {a.step}; pass the steps"
+                    " explicitly (--steps)"
+                )
         _link_chains(entries)
         metadata = _metadata
         if metadata is None:
@@ -121,15 +126,48 @@ class Trajectory:
 
     @classmethod
     def from_paths(
-        cls, paths: Sequence[str | os.PathLike[str]], *, check_finite: bool = True
+        cls,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        steps: Sequence[int] | None = None,
+        component: str | None = None,
+        key: str | None = None,
+        strip_prefix: str | None = None,
+        check_finite: bool = True,
     ) -> Trajectory:
-        """One directory -> :meth:`open`; otherwise the files -> :meth:`from_files`."""
-        if len(paths) == 1 and Path(paths[0]).is_dir():
-            return cls.open(paths[0], check_finite=check_finite)
-        for p in paths:
-            if Path(p).is_dir():
-                raise TrajectoryError(f"{p}: is a directory; give one directory or only files")
-        return cls.from_files(paths, check_finite=check_finite)
+        """The checkpoints of one folder in any layout :func:`lcsc.trajectory.sources.find_source`
+        recognises (a Recorder directory, diffusers/accelerate ``checkpoint-<step>/`` folders
+        with ``component``, Lightning, timm or plain checkpoint files), or of the given files
+        and checkpoint folders; ``steps`` (in that order) replace the steps found. How they were
+        found is in ``.source``."""
+        source = sources.find_source(paths, component)
+        if not source.files:
+            raise TrajectoryError(f"{paths[0]}: no checkpoints found (empty folder?)")
+        return cls.from_source(
+            source, steps, key=key, strip_prefix=strip_prefix, check_finite=check_finite
+        )
+
+    @classmethod
+    def from_source(
+        cls,
+        source: sources.Source,
+        steps: Sequence[int] | None = None,
+        *,
+        key: str | None = None,
+        strip_prefix: str | None = None,
+        check_finite: bool = True,
+    ) -> Trajectory:
+        """The files of a :class:`~lcsc.trajectory.sources.Source` (see :meth:`from_paths`)."""
+        traj = cls.from_files(
+            source.files,
+            steps,
+            key=key,
+            strip_prefix=strip_prefix,
+            check_finite=check_finite,
+            _metadata=source.metadata,
+        )
+        traj.source = source
+        return traj
 
     def select(
         self, start: int | None = None, stop: int | None = None, every: int = 1
@@ -153,6 +191,7 @@ class Trajectory:
         """The same (already validated) files with another selection."""
         sub = object.__new__(Trajectory)
         sub._entries, sub._selected, sub.metadata = self._entries, selected, self.metadata
+        sub.source = self.source
         sub._segments = sub._plan_segments()
         return sub
 
@@ -182,6 +221,11 @@ class Trajectory:
     @property
     def dtypes(self) -> dict[str, torch.dtype]:
         return {k: t.dtype for k, t in self._reference.tensors.items()}
+
+    @property
+    def extraction(self) -> Extraction:
+        """How the weights were found in the first file: sub-dict, prefixes removed, ..."""
+        return self._reference.extraction
 
     @property
     def num_parameters(self) -> int:
@@ -379,10 +423,11 @@ def _make_entry(ckpt: Checkpoint, step: int | None) -> _Entry:
     md = ckpt.metadata
     if step is None:
         stored = md.get(layout.KEY_STEP)
-        step = int(stored) if stored is not None else layout.step_from_name(ckpt.path)
+        step = int(stored) if stored is not None else sources.step_from_path(ckpt.path)
         if step is None:
             raise TrajectoryError(
-                f"{ckpt.path}: no step number in the file name; pass steps explicitly"
+                f"{ckpt.path}: no step number in the file name or its folders; pass the steps"
+                " explicitly (--steps)"
             )
     encoding = md.get(layout.KEY_ENCODING, layout.FULL)
     if encoding not in (layout.FULL, layout.DELTA):
