@@ -310,19 +310,34 @@ class Trajectory:
 
     def save_combination(
         self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
-    ) -> None:
+    ) -> Path:
         """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
-        metadata (e.g. the model config), steps and coefficients in the file's metadata."""
+        metadata (e.g. the model config), steps and coefficients in the file's metadata.
+
+        For a diffusers component (opened from ``checkpoint-<step>/`` folders), a ``path``
+        without the ``.safetensors`` suffix is a folder that ``from_pretrained`` loads: the
+        weights plus the component's ``config.json`` (:mod:`lcsc.trajectory.export`).
+        Returns the path of the weights file written.
+        """
         state = self.combine(coefficients)
-        write_checkpoint(
-            path,
-            state,
-            {
-                layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
-                "lcsc_steps": json.dumps(self.steps),
-                "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
-            },
-        )
+        metadata = {
+            layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
+            "lcsc_steps": json.dumps(self.steps),
+            "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
+        }
+        target = Path(path)
+        if self.writes_folder(target):
+            from lcsc.trajectory.export import save_pretrained
+
+            assert self.source is not None
+            return save_pretrained(target, state, metadata, self.source)
+        write_checkpoint(target, state, metadata)
+        return target
+
+    def writes_folder(self, path: str | os.PathLike[str]) -> bool:
+        """Whether :meth:`save_combination` writes a ``from_pretrained`` folder at ``path``."""
+        has_config = self.source is not None and self.source.config is not None
+        return has_config and Path(path).suffix != ".safetensors"
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         """Checkpoint ``index`` (of the selection) as a state dict, decoded if compact."""
