@@ -58,3 +58,14 @@ def recorded(tmp_path: Path) -> Path:
     """A Recorder directory with 12 checkpoints of a tiny model (steps 5..60)."""
     train(tmp_path / "run")
     return tmp_path / "run"
+
+
+@pytest.fixture(scope="session")
+def diffusers_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``checkpoint-{5,10,15,20}/{unet,unet_ema}/`` of a tiny UNet, as diffusers' examples
+    save them, plus the same run recorded by lcsc in ``../recorded/``."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("accelerate")
+    from tests.integrations.diffusers_run import train as train_unet
+
+    return train_unet(tmp_path_factory.mktemp("diffusers") / "out")

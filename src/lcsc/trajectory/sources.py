@@ -144,7 +144,9 @@ def _scan(d: Path, component: str | None) -> Source:
         _no_component(component, d, RECORDER)
         return Source(RECORDER, _order(recorded), metadata=manifest.get("metadata"))
     children = sorted(d.iterdir())
-    folders = [p for p in children if p.is_dir() and _CHECKPOINT_DIR.match(p.name)]
+    folders = sorted(
+        (p for p in children if p.is_dir() and _CHECKPOINT_DIR.match(p.name)), key=_key
+    )
     if folders:
         picked = _folders(folders, component)
         return replace(picked, files=_order(list(picked.files)))
