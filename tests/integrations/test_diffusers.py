@@ -63,7 +63,8 @@ def test_merge_writes_a_folder_from_pretrained_loads(
     a = [0.1, -0.2, 0.5, 0.6]
     (tmp_path / "a.json").write_text(json.dumps(a))
     out = tmp_path / "merged"
-    assert main(["merge", str(diffusers_run), "--coefficients", str(tmp_path / "a.json"), "-o", str(out)]) == 0
+    run = str(diffusers_run)
+    assert main(["merge", run, "--coefficients", str(tmp_path / "a.json"), "-o", str(out)]) == 0
     model = UNet2DModel.from_pretrained(out)
     want = _combination(_saved(diffusers_run), a)
     got = model.state_dict()
@@ -74,10 +75,10 @@ def test_merge_writes_a_folder_from_pretrained_loads(
     assert config == json.loads((diffusers_run / "checkpoint-20/unet/config.json").read_text())
     # A file output stays a bare safetensors file.
     single = tmp_path / "merged.safetensors"
-    assert main(["merge", str(diffusers_run), "--uniform", "-o", str(single)]) == 0
+    assert main(["merge", run, "--uniform", "-o", str(single)]) == 0
     assert single.is_file() and set(safetensors.torch.load_file(single)) == set(want)
     # Writing again into the existing folder replaces its files.
-    assert main(["merge", str(diffusers_run), "--uniform", "--component", "unet_ema", "-o", str(out)]) == 0
+    assert main(["merge", run, "--uniform", "--component", "unet_ema", "-o", str(out)]) == 0
     want = _combination(_saved(diffusers_run, "unet_ema"), [0.25] * 4)
     got = UNet2DModel.from_pretrained(out).state_dict()
     for k, v in want.items():
