@@ -165,7 +165,8 @@ def _load_pt(path: Path, key: str | None) -> Checkpoint:
             kind = type(value).__name__
             if isinstance(value, Placeholder):
                 kind = f"a {value.global_name} object, left unbuilt"
-            raise CheckpointError(f"{path}: key '{name}' is not a tensor ({kind})")
+            where = f"key '{name}'" + (f" in '{used}'" if used is not None else "")
+            raise CheckpointError(f"{path}: {where} is not a tensor ({kind})")
         tensors[str(name)] = value
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
