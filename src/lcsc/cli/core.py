@@ -146,7 +146,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword argument for the factory (repeatable)",
+        help="keyword argument passed, as a string, to the objective factory; repeat it for"
+        " several (default: none)",
     )
     p.add_argument(
         "--method",
