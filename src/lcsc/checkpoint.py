@@ -174,9 +174,9 @@ def _load_pt(path: Path, key: str | None) -> Checkpoint:
     return Checkpoint(path, tensors, extraction=extraction)
 
 
-def _renamed(ckpt: Checkpoint, strip_prefix: str | None) -> Checkpoint:
+def _renamed(ckpt: Checkpoint, strip_prefix: str | None, wrappers: bool) -> Checkpoint:
     """``ckpt`` with wrapper prefixes (and ``strip_prefix``) removed from its key names."""
-    names, stripped, dropped = state_dict.renaming(ckpt.tensors, ckpt.path, strip_prefix)
+    names, stripped, dropped = state_dict.renaming(ckpt.tensors, ckpt.path, strip_prefix, wrappers)
     if stripped:
         ckpt.tensors = {new: ckpt.tensors[old] for old, new in names.items()}
         if ckpt.layout is not None:
@@ -191,14 +191,19 @@ def _renamed(ckpt: Checkpoint, strip_prefix: str | None) -> Checkpoint:
 
 
 def read_checkpoint(
-    path: str | os.PathLike[str], *, key: str | None = None, strip_prefix: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    strip_wrappers: bool = True,
 ) -> Checkpoint:
     """Open a ``.safetensors`` (memory-mapped), sharded ``.safetensors.index.json`` or
     ``.pt``-style checkpoint.
 
     ``key`` picks the sub-dict of a ``.pt``-style file holding several (``"ema"``); by default
     see :func:`lcsc.state_dict.pick`. ``module.``/``_orig_mod.`` prefixes carried by every key
-    are removed; ``strip_prefix`` keeps only the keys carrying it, without it. What was done is
+    are removed (unless not ``strip_wrappers``: the names as stored, for rewriting the file);
+    ``strip_prefix`` keeps only the keys carrying it, without it. What was done is
     in ``Checkpoint.extraction``. Raises :class:`CheckpointError` naming the file for a missing,
     truncated, corrupt or unsafe file. Values are not checked here (see :mod:`lcsc.trajectory`).
     """
@@ -211,12 +216,12 @@ def read_checkpoint(
                 f"{p}: key '{key}' given, but this file holds one flat state dict"
             )
         if p.suffix == ".safetensors":
-            return _renamed(_parse_safetensors(p), strip_prefix)
+            return _renamed(_parse_safetensors(p), strip_prefix, strip_wrappers)
         from lcsc.sharded import read_sharded
 
-        return _renamed(read_sharded(p, read_checkpoint), strip_prefix)
+        return _renamed(read_sharded(p, read_checkpoint), strip_prefix, strip_wrappers)
     if is_checkpoint_file(p):
-        return _renamed(_load_pt(p, key), strip_prefix)
+        return _renamed(_load_pt(p, key), strip_prefix, strip_wrappers)
     raise CheckpointError(f"{p}: unknown checkpoint format (expected one of {', '.join(SUFFIXES)})")
 
 

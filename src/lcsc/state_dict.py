@@ -71,10 +71,11 @@ def pick(obj: Any, path: Path, key: str | None) -> tuple[Mapping[Any, Any], str 
 
 
 def renaming(
-    names: Iterable[str], path: Path, strip_prefix: str | None = None
+    names: Iterable[str], path: Path, strip_prefix: str | None = None, wrappers: bool = True
 ) -> tuple[dict[str, str], tuple[str, ...], int]:
-    """New names for ``names``: wrapper prefixes (:data:`WRAPPER_PREFIXES`) removed while every
-    name carries one; with ``strip_prefix``, only the names carrying it are kept, without it.
+    """New names for ``names``: wrapper prefixes (:data:`WRAPPER_PREFIXES`, unless not
+    ``wrappers``) removed while every name carries one; with ``strip_prefix``, only the names
+    carrying it are kept, without it.
 
     Returns ``{old: new}`` for the kept names, the prefixes removed and how many were dropped.
     """
@@ -83,7 +84,7 @@ def renaming(
     dropped = 0
 
     def strip_wrappers() -> None:
-        while current:
+        while current and wrappers:
             prefix = next(
                 (p for p in WRAPPER_PREFIXES if all(n.startswith(p) for n in current.values())),
                 None,

@@ -60,19 +60,22 @@ def train(out: Path, steps: int = 20, every: int = 5, shard: bool = False) -> Pa
     g = torch.Generator().manual_seed(0)
     images = torch.randn(16, 1, 8, 8, generator=g)
     global_step = 0
-    with Recorder(out.parent / "recorded", every=every) as rec:
-        for _ in range(steps):
-            noise = torch.randn(images.shape, generator=g)
-            t = torch.randint(0, 1000, (images.shape[0],), generator=g)
-            loss = F.mse_loss(model(images + noise, t).sample, noise)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad()
-            if accelerator.sync_gradients:
-                ema_model.step(model.parameters())
-                global_step += 1
-                if accelerator.is_main_process:
-                    rec.update(accelerator.unwrap_model(model), global_step)
-                if global_step % every == 0:
-                    accelerator.save_state(str(out / f"checkpoint-{global_step}"))
+    # The snippet of docs/trajectories.md (where the model is called unet).
+    rec = Recorder(out.parent / "recorded", every=every) if accelerator.is_main_process else None
+    for _ in range(steps):
+        noise = torch.randn(images.shape, generator=g)
+        t = torch.randint(0, 1000, (images.shape[0],), generator=g)
+        loss = F.mse_loss(model(images + noise, t).sample, noise)
+        accelerator.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            ema_model.step(model.parameters())
+            global_step += 1
+            if rec is not None:
+                rec.update(accelerator.unwrap_model(model), global_step)
+            if global_step % every == 0:
+                accelerator.save_state(str(out / f"checkpoint-{global_step}"))
+    if rec is not None:
+        rec.close()
     return out

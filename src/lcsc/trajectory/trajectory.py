@@ -448,6 +448,8 @@ def _make_entry(ckpt: Checkpoint, step: int | None) -> _Entry:
     if encoding not in (layout.FULL, layout.DELTA):
         raise TrajectoryError(f"{ckpt.path}: unknown encoding '{encoding}'")
     exponents = json.loads(md[layout.KEY_EXPONENTS]) if encoding == layout.DELTA else {}
+    for prefix in ckpt.extraction.stripped:  # keyed like the tensors: without the prefixes
+        exponents = {k[len(prefix) :]: e for k, e in exponents.items() if k.startswith(prefix)}
     return _Entry(step, ckpt, encoding, exponents)
 
 
