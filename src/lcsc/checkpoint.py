@@ -167,7 +167,7 @@ def _load_pt(path: Path, key: str | None) -> Checkpoint:
                 kind = f"a {value.global_name} object, left unbuilt"
             where = f"key '{name}'" + (f" in '{used}'" if used is not None else "")
             raise CheckpointError(f"{path}: {where} is not a tensor ({kind})")
-        tensors[str(name)] = value
+        tensors[str(name)] = value.detach()  # a plain tensor: no Parameter, no hooks
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors")
     extraction = state_dict.Extraction(used, others, placeholders=placeholders)

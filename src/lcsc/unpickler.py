@@ -224,9 +224,10 @@ def _load_zip(path: Path) -> tuple[Any, list[str]]:
                 record = prefix + "data/" + key
                 if record not in names:
                     raise pickle.UnpicklingError(f"storage '{key}' missing from the archive")
-                data = bytearray(zf.read(record))
-                if type(numel) is not int or len(data) != numel * dtype.itemsize:
+                size = zf.getinfo(record).file_size  # checked before inflating anything
+                if type(numel) is not int or size != numel * dtype.itemsize:
                     raise pickle.UnpicklingError(f"storage '{key}' has the wrong size")
+                data = bytearray(zf.read(record))
                 loaded[key] = torch.frombuffer(data, dtype=torch.uint8).untyped_storage()
             return _typed(loaded[key], dtype)
 
