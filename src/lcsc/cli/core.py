@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lcsc.cli.common import add_selection, open_selection
@@ -17,10 +18,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lcsc import ema
-    from lcsc.coefficients import load_coefficients
+    from lcsc.atomic import check_not_input
+    from lcsc.coefficients import SUM_TOLERANCE, coefficient_sum, load_coefficients
+    from lcsc.errors import LcscError
 
     traj = open_selection(args)
     if args.ema is not None:
@@ -30,11 +31,21 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     elif args.uniform:
         coefficients = ema.uniform_coefficients(len(traj))
     else:
+        check_not_input(args.output, [args.coefficients], "the --coefficients file")
         coefficients = load_coefficients(args.coefficients, len(traj))
+    total = coefficient_sum(coefficients)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        scaled = f"coefficients sum to {total:.6g}, not 1: the weights are scaled by that factor"
+        if args.coefficients is not None and not args.allow_any_sum:
+            raise LcscError(
+                f"{args.coefficients}: {scaled} (Eq. 7 of the paper asks a sum of 1); pass"
+                " --allow-any-sum to merge them anyway"
+            )
+        print(f"lcsc: warning: {scaled}", file=sys.stderr)
     traj.save_combination(args.output, coefficients)
     print(
         f"wrote {args.output}: {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}),"
-        f" coefficient sum {float(np.sum(coefficients)):.6f}"
+        f" coefficient sum {total:.6f}"
     )
     return 0
 
@@ -44,9 +55,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from lcsc import search
     from lcsc.coefficients import save_coefficients
-    from lcsc.objectives import load_objective, parse_pairs
+    from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
+    from lcsc.search.history import HISTORY_FILE
 
-    objective = load_objective(args.objective, parse_pairs(args.objective_arg))
+    kwargs = parse_pairs(args.objective_arg)
+    objective = load_objective(args.objective, kwargs)
     traj = open_selection(args)
     workdir = Path(args.workdir)
     with tqdm(total=args.budget, desc=f"lcsc search ({args.method})", unit="eval") as bar:
@@ -57,7 +70,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if ev.score < best:  # NaN compares false: never the best
                 best = ev.score
                 bar.set_postfix(best=f"{best:.4g}")
-            bar.update(1)
+            if not ev.resumed:
+                bar.update(1)
+
+        def resumed(count: int) -> None:
+            tqdm.write(f"resuming: {count} evaluations replayed from {workdir / HISTORY_FILE}")
+            bar.reset()  # rate and ETA count new evaluations only
+            bar.initial = bar.n = bar.last_print_n = count
+            bar.refresh()
 
         result = search.run(
             traj,
@@ -67,6 +87,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             seed=args.seed,
             workdir=workdir,
             callback=progress,
+            objective_identity=objective_identity(args.objective, kwargs),
+            on_resume=resumed,
         )
     traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
     save_coefficients(
@@ -98,6 +120,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--power-ema", type=float, metavar="SIGMA_REL", help="EDM2 power EMA width")
     how.add_argument("--uniform", action="store_true", help="plain average")
     how.add_argument("--coefficients", metavar="FILE.json", help="a list of K numbers")
+    p.add_argument(
+        "--allow-any-sum",
+        action="store_true",
+        help="merge --coefficients that do not sum to 1 (otherwise refused)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.safetensors")
     p.set_defaults(func=_cmd_merge)
 

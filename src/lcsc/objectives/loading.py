@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -33,32 +36,77 @@ def parse_pairs(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def load_objective(spec: str, kwargs: dict[str, str] | None = None) -> Objective:
-    """Import ``spec`` (``MODULE:FUNCTION`` or ``FILE.py:FUNCTION``) and build the objective."""
-    target, sep, name = spec.rpartition(":")
-    if not sep or not target or not name:
-        raise LcscError(f"--objective '{spec}': expected MODULE:FUNCTION or FILE.py:FUNCTION")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise LcscError(f"--objective '{spec}': no such file {path}")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        assert module_spec is not None and module_spec.loader is not None
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        if "" not in sys.path:
-            sys.path.insert(0, "")  # like `python -m`: modules in the working directory
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise LcscError(f"--objective '{spec}': cannot import {target}: {exc}") from exc
+    """Import ``spec`` (``MODULE:FUNCTION`` or ``FILE.py:FUNCTION``) and build the objective.
+
+    Whatever goes wrong in the user's code (a syntax error, an exception at import or in the
+    factory) becomes one :class:`LcscError` naming ``spec`` and the error.
+    """
+    target, name = _split(spec)
+    module = _import(spec, target)
     factory = getattr(module, name, None)
     if not callable(factory):
         raise LcscError(f"--objective '{spec}': {target} has no function {name}")
+    kwargs = kwargs or {}
     try:
-        objective = factory(**(kwargs or {}))
+        inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:
         raise LcscError(f"--objective '{spec}': bad --objective-arg: {exc}") from exc
+    except ValueError:  # no signature to check (some builtins): let the call decide
+        pass
+    try:
+        objective = factory(**kwargs)
+    except Exception as exc:
+        raise LcscError(f"--objective '{spec}': {name}() failed: {_describe(exc)}") from exc
     if not callable(objective):
         raise LcscError(f"--objective '{spec}': {name}() must return a callable objective")
     return objective
+
+
+def objective_identity(spec: str, kwargs: dict[str, str] | None = None) -> dict[str, Any]:
+    """What names an objective in a search's workdir: ``spec`` (a ``.py`` file by its absolute
+    path, so the working directory does not matter) and the factory's arguments."""
+    target, name = _split(spec)
+    if target.endswith(".py"):
+        target = str(Path(target).resolve())
+    return {"spec": f"{target}:{name}", "args": dict(sorted((kwargs or {}).items()))}
+
+
+def _split(spec: str) -> tuple[str, str]:
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name:
+        raise LcscError(f"--objective '{spec}': expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    return target, name
+
+
+def _import(spec: str, target: str) -> ModuleType:
+    try:
+        if target.endswith(".py"):
+            return _import_file(spec, Path(target))
+        if "" not in sys.path:
+            sys.path.insert(0, "")  # like `python -m`: modules in the working directory
+        return importlib.import_module(target)
+    except LcscError:
+        raise
+    except ImportError as exc:
+        raise LcscError(f"--objective '{spec}': cannot import {target}: {exc}") from exc
+    except Exception as exc:  # SyntaxError included: the user's code, not lcsc's
+        raise LcscError(
+            f"--objective '{spec}': importing {target} failed: {_describe(exc)}"
+        ) from exc
+
+
+def _import_file(spec: str, path: Path) -> ModuleType:
+    if not path.is_file():
+        raise LcscError(f"--objective '{spec}': no such file {path}")
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _describe(exc: Exception) -> str:
+    """``Type: message``, with the file and line for a syntax error."""
+    if isinstance(exc, SyntaxError):
+        return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    return f"{type(exc).__name__}: {exc}"

@@ -88,6 +88,18 @@ def first_difference(old: Any, new: Any, name: str) -> str | None:
     return None if old == new else name
 
 
+def _both_values(old: dict[str, Any], new: dict[str, Any], dotted: str) -> str:
+    """``": recorded X, now Y"`` for the field ``dotted``, when both are short to print."""
+    values = []
+    for obj in (old, new):
+        for name in dotted.split("."):
+            obj = obj.get(name, "(none)") if isinstance(obj, dict) else "(none)"
+        values.append(json.dumps(obj))
+    if max(map(len, values)) > 60:
+        return ""
+    return f": recorded {values[0]}, now {values[1]}"
+
+
 class History:
     """The files of one search in ``workdir``; use :meth:`open` then :meth:`append`."""
 
@@ -106,14 +118,21 @@ class History:
 
         Takes the workdir's lock and truncates a torn final line away.
         """
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.history_path, "ab", buffering=0)  # noqa: SIM115
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise SearchError(f"workdir {self.workdir}: is a file, not a folder")
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.history_path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise SearchError(f"workdir {self.workdir}: cannot write there: {exc}") from exc
         try:
             self._lock()
             self._check_header()
             return self._read_records()
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError):
+                raise SearchError(f"workdir {self.workdir}: {exc}") from exc
             raise
 
     def append(
@@ -128,9 +147,14 @@ class History:
             "wall_time_s": wall_time_s,
         }
         data = (json.dumps(record, allow_nan=False) + "\n").encode()
-        written = self._file.write(data)
-        while written < len(data):  # a regular file takes it all at once; be safe anyway
-            written += self._file.write(data[written:])
+        try:
+            written = self._file.write(data)
+            while written < len(data):  # a regular file takes it all at once; be safe anyway
+                written += self._file.write(data[written:])
+        except OSError as exc:  # a torn line at worst, dropped on resume
+            raise SearchError(
+                f"{self.history_path}: cannot append evaluation {index}: {exc}"
+            ) from exc
 
     def save_failed(self, index: int, coefficients: npt.NDArray[np.float64], error: str) -> Path:
         path = self.workdir / FAILED_FILE
@@ -177,8 +201,8 @@ class History:
             if diff is not None:
                 raise SearchError(
                     f"{self.workdir} holds a different search ({diff} differs from this "
-                    "call's); choose another workdir, or repeat the original arguments "
-                    "to resume it"
+                    f"call's{_both_values(old, self.header, diff)}); choose another workdir, "
+                    "or repeat the original arguments to resume it"
                 )
 
     def _read_records(self) -> list[Record]:

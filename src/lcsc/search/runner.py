@@ -16,6 +16,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -102,6 +103,7 @@ def iterate(
     seed: int = 0,
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> Generator[Evaluation, None, None]:
     """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
 
@@ -116,7 +118,9 @@ def iterate(
         workdir: folder holding the search's state; ``None`` keeps it in memory. An
             existing workdir is resumed, if it holds the same search.
         identity: JSON-able description of what is searched over (e.g. trajectory
-            steps and fingerprint), checked on resume.
+            steps and fingerprint, the objective), checked on resume.
+        on_resume: called once with the number of evaluations replayed from the
+            workdir, when there were any, before the first new evaluation.
 
     Arguments are checked at once; the workdir is opened (and locked) on the first
     ``next()`` and released when the generator finishes or is closed.
@@ -129,7 +133,7 @@ def iterate(
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
-    return _search(score_fn, init_arr, config, budget, seed, history)
+    return _search(score_fn, init_arr, config, budget, seed, history, on_resume)
 
 
 def _search(
@@ -139,6 +143,7 @@ def _search(
     budget: int,
     seed: int,
     history: History | None,
+    on_resume: Callable[[int], None] | None,
 ) -> Generator[Evaluation, None, None]:
     optimizer = config.make_optimizer(init, seed)
     try:
@@ -147,6 +152,8 @@ def _search(
             for evaluation in _replay(optimizer, history):
                 done += 1
                 yield evaluation
+            if done and on_resume is not None:
+                on_resume(done)
         for index in range(done, budget):
             candidate = optimizer.ask()
             if not np.isfinite(candidate).all():
@@ -220,6 +227,7 @@ def minimize(
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
     callback: Callable[[Evaluation], None] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
 
@@ -228,7 +236,14 @@ def minimize(
             objective, or no finite score at all.
     """
     evaluations = iterate(
-        score_fn, init, method, budget=budget, seed=seed, workdir=workdir, identity=identity
+        score_fn,
+        init,
+        method,
+        budget=budget,
+        seed=seed,
+        workdir=workdir,
+        identity=identity,
+        on_resume=on_resume,
     )
     history: list[Evaluation] = []
     with contextlib.closing(evaluations):  # a raising callback still releases the workdir
@@ -268,17 +283,24 @@ def run(
     init: npt.ArrayLike | None = None,
     callback: Callable[[Evaluation], None] | None = None,
     ema_rates: Sequence[float] | None = None,
+    objective_identity: Any = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
     ``objective(state_dict) -> float`` (lower is better) scores
     ``trajectory.combine(coefficients)``. The initial population is ``init`` (shape
     ``(P, K)``) or else the EMA vectors for ``ema_rates`` (default: the trajectory's
-    default grid). The trajectory's steps and fingerprint guard a resumed workdir
-    against a changed trajectory. See :func:`minimize` for the other arguments.
+    default grid). The trajectory's steps and fingerprint and ``objective_identity``
+    (JSON-able, e.g. the objective's name and arguments; default: its module and
+    qualified name, which cannot see a closure's arguments) guard a resumed workdir
+    against a changed trajectory or objective. A workdir in (or inside) a folder of the
+    trajectory's files is refused. See :func:`minimize` for the other arguments.
     """
     _check_count("budget", budget, 1)  # fail before the trajectory does any work
     _check_count("seed", seed, 0)
+    if workdir is not None:
+        _check_workdir(workdir, getattr(trajectory, "paths", ()))  # duck types may have none
     steps = [int(s) for s in trajectory.steps]
     if len(steps) < 2:
         raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")
@@ -292,7 +314,13 @@ def run(
             f"init has K={init_arr.shape[1]} columns but the trajectory holds "
             f"{len(steps)} checkpoints"
         )
-    identity = {"steps": steps, "fingerprint": trajectory.fingerprint()}
+    if objective_identity is None:
+        objective_identity = _callable_name(objective)
+    identity = {
+        "steps": steps,
+        "fingerprint": trajectory.fingerprint(),
+        "objective": objective_identity,
+    }
 
     def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
         return objective(trajectory.combine(coefficients))
@@ -306,4 +334,23 @@ def run(
         workdir=workdir,
         identity=identity,
         callback=callback,
+        on_resume=on_resume,
     )
+
+
+def _check_workdir(workdir: str | os.PathLike[str], paths: Sequence[os.PathLike[str]]) -> None:
+    """Refuse a workdir in a folder of the trajectory: its files would mix with them."""
+    work = Path(workdir).resolve()
+    for folder in {Path(p).parent.resolve() for p in paths}:
+        if work == folder or folder in work.parents:
+            raise SearchError(
+                f"workdir {workdir}: is {'' if work == folder else 'inside '}the folder of"
+                f" the trajectory's checkpoints ({folder}); the search's files would mix with"
+                " them: choose a workdir outside it"
+            )
+
+
+def _callable_name(objective: Callable[..., Any]) -> str:
+    """``module:qualified.name`` of a function, or of a callable object's class."""
+    named = objective if hasattr(objective, "__qualname__") else type(objective)
+    return f"{getattr(named, '__module__', '?')}:{named.__qualname__}"
