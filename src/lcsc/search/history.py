@@ -95,7 +95,7 @@ def _both_values(old: dict[str, Any], new: dict[str, Any], dotted: str) -> str:
         for name in dotted.split("."):
             obj = obj.get(name, "(none)") if isinstance(obj, dict) else "(none)"
         values.append(json.dumps(obj))
-    if max(map(len, values)) > 60:
+    if max(map(len, values)) > 120:
         return ""
     return f": recorded {values[0]}, now {values[1]}"
 
