@@ -227,3 +227,11 @@ def test_inspect_reports_a_negative_offset(tmp_path: Path) -> None:
     _raw(tmp_path / "ckpt_1.safetensors", {"a": _f32([4], [-16, 0])}, bytes(16))
     report = inspect_paths([tmp_path])
     assert len(report.problems) == 1 and "non-negative" in report.problems[0]
+
+
+def test_header_length_beyond_the_file_is_refused_before_reading(tmp_path: Path) -> None:
+    """A memory bomb: a header claiming 2^63 bytes is refused without reading or allocating."""
+    path = tmp_path / "bomb.safetensors"
+    path.write_bytes(struct.pack("<Q", 2**63) + b'{"a": 1}')
+    with pytest.raises(CheckpointError, match=r"bomb\.safetensors: corrupt or truncated"):
+        read_checkpoint(path)

@@ -155,6 +155,20 @@ def test_recorder_removes_temporaries_of_crashed_writers_only(tmp_path: Path) ->
     assert not list(run.glob(".tmp-*"))
 
 
+def test_disk_full_reaches_the_training_thread(tmp_path: Path, tmpfs) -> None:
+    folder = tmpfs(256 << 10)
+    rec = Recorder(folder / "run", every=1)
+    rec.update({"w": torch.ones(8)}, 1)
+    rec.flush()
+    tmpfs.fill(folder)
+    rec.update({"w": torch.ones(8)}, 2)
+    with pytest.raises(CheckpointError, match=r"step 2 .*run.*No space left on device"):
+        rec.flush()
+    rec.close()
+    assert Trajectory.open(folder / "run").steps == [1]
+    assert not list((folder / "run").glob(".tmp-*"))
+
+
 def test_compact_halves_disk_and_keeps_precision(tmp_path: Path) -> None:
     train(tmp_path / "full", steps=400, every=2, lr=1e-3, width=256)
     train(tmp_path / "compact", steps=400, every=2, lr=1e-3, width=256, compact=True)
