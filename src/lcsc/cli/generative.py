@@ -35,7 +35,7 @@ def _require(ok: bool, message: str) -> None:
 def _schedule(args: argparse.Namespace, enabled: str, cls: type, flags: dict[str, str]) -> Any:
     """The schedule ``cls`` from its flags, None when ``--<enabled>`` is not given; an error
     names the offending flag."""
-    from lcsc.generative.schedules import ScheduleError
+    from lcsc.reference.generative.schedules import ScheduleError
 
     given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
     given = {field: value for field, value in given.items() if value is not None}
@@ -53,10 +53,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from lcsc.generative.data import load_dataset
-    from lcsc.generative.networks import ModelConfig, num_parameters
-    from lcsc.generative.schedules import MomentumDecay, NoiseCurriculum
-    from lcsc.generative.training import TrainConfig, train
+    from lcsc.reference.generative.data import load_dataset
+    from lcsc.reference.generative.networks import ModelConfig, num_parameters
+    from lcsc.reference.generative.schedules import MomentumDecay, NoiseCurriculum
+    from lcsc.reference.generative.training import TrainConfig, train
 
     for name in ("iterations", "record_every", "batch_size"):
         value = getattr(args, name)
@@ -134,9 +134,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from lcsc.atomic import atomic_path
-    from lcsc.generative.data import to_original_units
-    from lcsc.generative.io import load_model
-    from lcsc.generative.samplers import sample
+    from lcsc.reference.generative.data import to_original_units
+    from lcsc.reference.generative.io import load_model
+    from lcsc.reference.generative.samplers import sample
 
     _require(args.n >= 1, f"--n must be >= 1, got {args.n}")
     _require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")

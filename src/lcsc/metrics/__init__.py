@@ -4,7 +4,6 @@ Features come from any ``nn.Module`` extractor (the packaged digits nets, Incept
 local weights file, or your own); see docs/metrics.md.
 """
 
-from lcsc.metrics.digits import load_digits_split
 from lcsc.metrics.features import (
     DigitsConvFeatureNet,
     DigitsFeatureNet,
@@ -40,7 +39,6 @@ __all__ = [
     "inception_features",
     "inception_score",
     "kid",
-    "load_digits_split",
     "precision_recall",
     "reference_cache_path",
     "reference_stats",
