@@ -31,7 +31,7 @@ from lcsc.reference.generative.schedules import (
     sample_sigma,
 )
 from lcsc.trajectory import Trajectory
-from tests.generative.conftest import small_config, small_model
+from tests.reference.generative.conftest import small_config, small_model
 
 N01 = NormalDist()
 

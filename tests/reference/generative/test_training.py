@@ -28,7 +28,7 @@ from lcsc.reference.generative.losses import (
     pseudo_huber,
 )
 from lcsc.trajectory import Trajectory
-from tests.generative.conftest import small_config, small_model
+from tests.reference.generative.conftest import small_config, small_model
 
 
 def _state_equal(a: dict, b: dict) -> bool:
