@@ -85,6 +85,22 @@ def real(
     return v
 
 
+def integers(
+    name: str, value: object, minimum: int | None = None, *, error: type[LcscError] = LcscError
+) -> tuple[int, ...]:
+    """``value``, a non-empty sequence (a JSON list too), as a tuple of integers >= ``minimum``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        _fail(error, name, "must be a sequence of integers", value)
+    out = tuple(value)  # type: ignore[call-overload]
+    wanted = "a non-empty sequence of integers" + ("" if minimum is None else f" >= {minimum}")
+    if not out:
+        _fail(error, name, f"must be {wanted}", value)
+    try:
+        return tuple(integer(name, v, minimum, error=error) for v in out)  # type: ignore[misc]
+    except LcscError:
+        _fail(error, name, f"must be {wanted}", value)
+
+
 def boolean(name: str, value: object, *, error: type[LcscError] = LcscError) -> bool:
     """``value`` as a ``bool`` (numpy booleans too; 0 and 1 are not booleans)."""
     if not isinstance(value, bool) and type(value).__name__ != "bool_":
@@ -111,17 +127,16 @@ def choice(
 def _wanted(
     minimum: float | None, maximum: float | None, above: float | None, below: float | None
 ) -> str:
-    """``in [0, 1)``, ``a positive number``, ``a number >= 2``... for the given bounds."""
+    """``in [0, 1)``, ``> 0 (a positive number)``, ``>= 2``... for the given bounds."""
     low = ("[", minimum) if minimum is not None else ("(", above) if above is not None else None
     high = ("]", maximum) if maximum is not None else (")", below) if below is not None else None
     if low and high:
         return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
     if low:
-        if low == ("(", 0):
-            return "a positive number"
-        return f"a number {'>=' if low[0] == '[' else '>'} {low[1]:g}"
+        positive = " (a positive number)" if low == ("(", 0) else ""
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}{positive}"
     if high:
-        return f"a number {'<=' if high[0] == ']' else '<'} {high[1]:g}"
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
     return "a finite number"
 
 

@@ -75,7 +75,7 @@ def run_demo(
             keep=config.keep,
             seed=config.seed,
         )
-        train(train_config, run_dir, on_step=lambda s, _: report("train", s, config.iterations))
+        train(train_config, run_dir, progress=lambda stage, s, n, **_: report(stage, s, n))
     c = compare(
         run_dir,
         out / "search",
