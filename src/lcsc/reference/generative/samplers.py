@@ -221,18 +221,8 @@ def sample(
     """
     schedule = schedule or SigmaSchedule()
     steps = steps_for(method, nfe)
-    if batch_size is not None and batch_size < 1:
-        raise LcscError(f"batch_size must be >= 1, got {batch_size}")
-    if sigmas is None:
-        levels = default_cm_sigmas(nfe, schedule) if method == "cm" else schedule.sigmas(steps)
-    else:
-        levels = [float(s) for s in sigmas]
-        if len(levels) != steps:
-            raise LcscError(
-                f"{method} with nfe={nfe} needs {steps} noise levels, got {len(levels)}"
-            )
-        if any(b >= a for a, b in zip(levels, levels[1:], strict=False)) or levels[-1] <= 0:
-            raise LcscError(f"sigmas must be positive and strictly decreasing, got {levels}")
+    integer("batch_size", batch_size, 1, optional=True)
+    levels = _levels(method, nfe, steps, schedule, sigmas)
     if method == "cm" and steps > 1 and noise is None:
         # Drawn on the CPU (where generators live) for all samples at once: batch-invariant.
         noise = torch.randn(steps - 1, *z.shape, generator=generator, dtype=z.dtype)
@@ -255,6 +245,20 @@ def sample(
                 xb = consistency(model, zb, levels, sigma_min=schedule.sigma_min, noise=nb)
             outputs.append(xb)
     return torch.cat(outputs) if outputs else z.clone()
+
+
+def _levels(
+    method: str, nfe: int, steps: int, schedule: SigmaSchedule, sigmas: Sequence[float] | None
+) -> list[float]:
+    """The noise levels of a run: the schedule's, or explicit ``sigmas`` checked."""
+    if sigmas is None:
+        return default_cm_sigmas(nfe, schedule) if method == "cm" else schedule.sigmas(steps)
+    levels = [float(s) for s in sigmas]
+    if len(levels) != steps:
+        raise LcscError(f"{method} with nfe={nfe} needs {steps} noise levels, got {len(levels)}")
+    if any(b >= a for a, b in zip(levels, levels[1:], strict=False)) or levels[-1] <= 0:
+        raise LcscError(f"sigmas must be positive and strictly decreasing, got {levels}")
+    return levels
 
 
 def _check_method(method: str) -> None:
