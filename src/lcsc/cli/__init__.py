@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from lcsc import __version__
-from lcsc.cli import core, demo, generative
+from lcsc.cli import core, demo, generative, landscape
 from lcsc.errors import LcscError
 
-COMMAND_GROUPS = [core, generative, demo]
+COMMAND_GROUPS = [core, landscape, generative, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
