@@ -12,6 +12,7 @@ import torch
 
 from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
+from lcsc.search import ema_init
 from lcsc.trajectory import Trajectory
 
 OBJECTIVE = """
@@ -154,3 +155,20 @@ def test_validation_flags_need_a_validation_objective(
     args += ["--budget", "5", "--workdir", str(tmp_path / "work"), "--patience", "3"]
     assert main(args) == 1
     assert "--patience needs --validation-objective" in capsys.readouterr().err
+
+
+def test_a_huge_penalty_keeps_the_best_ema_vector(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "obj.py").write_text(OBJECTIVE)
+    work = tmp_path / "work"
+    args = ["search", str(recorded), "--objective", f"{tmp_path / 'obj.py'}:make"]
+    args += ["--method", "cmaes", "--budget", "30", "--workdir", str(work), "--penalty", "1e6"]
+    assert main(args) == 0
+    lines = history(work)
+    rows = len(ema_init(Trajectory.open(recorded).steps))
+    ema_scores = [r["score"] for r in lines[:rows]]
+    assert min(r["score"] for r in lines) < min(ema_scores)  # unpenalised, others are lower
+    best = json.loads((work / "best_coefficients.json").read_text())
+    assert best["evaluation"] == ema_scores.index(min(ema_scores))  # but EMA* wins
+    assert "validation" not in capsys.readouterr().out

@@ -174,7 +174,12 @@ def _search(
                 history.append(index, candidate, score, wall_time_s, validated)
             optimizer.tell(score + penalty)
             yield Evaluation(
-                index, _readonly(candidate), score, wall_time_s, False, penalty, validated
+                index,
+                _readonly(candidate),
+                score,
+                wall_time_s,
+                penalty=penalty,
+                validation=validated,
             )
     finally:
         if history is not None:
@@ -202,9 +207,9 @@ def _replay(optimizer: Optimizer, history: History, path: SearchPath) -> Iterato
             _readonly(candidate),
             record.score,
             record.wall_time_s,
-            True,
-            penalty,
-            record.validation,
+            resumed=True,
+            penalty=penalty,
+            validation=record.validation,
         )
 
 
