@@ -10,6 +10,7 @@ killed at any moment ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -27,8 +28,10 @@ from lcsc.search.base import Optimizer, SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
 from lcsc.search.history import History, make_header
+from lcsc.search.penalty import Penalty, PenaltyTerm
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.validation import SearchPath, Validation, with_levers
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -94,6 +97,8 @@ def iterate(
     seed: int = 0,
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
 ) -> Generator[Evaluation, None, None]:
     """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
 
@@ -109,6 +114,10 @@ def iterate(
             existing workdir is resumed, if it holds the same search.
         identity: JSON-able description of what is searched over (e.g. trajectory
             steps and fingerprint), checked on resume.
+        validation: a validation objective on coefficients, scoring the best-so-far path
+            (see :class:`Validation`); its settings join the workdir's identity.
+        penalty: a trust-region penalty added to the scores the optimizer ranks (see
+            :class:`Penalty`); its settings join the workdir's identity.
 
     Arguments are checked at once; the workdir is opened (and locked) on the first
     ``next()`` and released when the generator finishes or is closed.
@@ -118,10 +127,12 @@ def iterate(
     budget = integer("budget", budget, 1, error=SearchError)
     seed = integer("seed", seed, 0, error=SearchError)
     history = None
+    path = SearchPath(validation, PenaltyTerm(penalty, init_arr), budget)
+    identity = with_levers(identity, validation, penalty)
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
-    return _search(score_fn, init_arr, config, budget, seed, history)
+    return _search(score_fn, init_arr, config, budget, seed, history, path)
 
 
 def _search(
@@ -131,15 +142,18 @@ def _search(
     budget: int,
     seed: int,
     history: History | None,
+    path: SearchPath,
 ) -> Generator[Evaluation, None, None]:
     optimizer = config.make_optimizer(init, seed)
     try:
         done = 0
         if history is not None:
-            for evaluation in _replay(optimizer, history):
+            for evaluation in _replay(optimizer, history, path):
                 done += 1
                 yield evaluation
         for index in range(done, budget):
+            if path.stopped:  # early stop: validation stopped improving
+                break
             candidate = optimizer.ask()
             if not np.isfinite(candidate).all():
                 raise SearchError(
@@ -147,16 +161,24 @@ def _search(
                     "(is the objective unbounded below?)"
                 )
             score, wall_time_s = _evaluate(score_fn, candidate, index, history)
+            penalty, validated = path.step(index, candidate, score, history)
             if history is not None:  # logged before anyone sees it: a kill loses nothing
-                history.append(index, candidate, score, wall_time_s)
-            optimizer.tell(score)
-            yield Evaluation(index, _readonly(candidate), score, wall_time_s)
+                history.append(index, candidate, score, wall_time_s, validated)
+            optimizer.tell(score + penalty)
+            yield Evaluation(
+                index,
+                _readonly(candidate),
+                score,
+                wall_time_s,
+                penalty=penalty,
+                validation=validated,
+            )
     finally:
         if history is not None:
             history.close()
 
 
-def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
+def _replay(optimizer: Optimizer, history: History, path: SearchPath) -> Iterator[Evaluation]:
     """Open ``history`` and feed its recorded scores to a fresh ``optimizer``."""
     records = history.open()
     if records:
@@ -170,9 +192,16 @@ def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
                 "(edited files, or other lcsc/numpy/pycma versions or BLAS?); "
                 "choose another workdir"
             )
-        optimizer.tell(record.score)
+        penalty = path.replay(record.index, candidate, record.score, record.validation)
+        optimizer.tell(record.score + penalty)
         yield Evaluation(
-            record.index, _readonly(candidate), record.score, record.wall_time_s, resumed=True
+            record.index,
+            _readonly(candidate),
+            record.score,
+            record.wall_time_s,
+            resumed=True,
+            penalty=penalty,
+            validation=record.validation,
         )
 
 
@@ -212,15 +241,29 @@ def minimize(
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
     callback: Callable[[Evaluation], None] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
+
+    With a ``validation`` the result is the validated candidate with the best validation
+    score, and the search ends early once ``validation.patience`` validations in a row did
+    not improve on it (``SearchResult.stopped_early``).
 
     Raises:
         SearchError: bad arguments, a workdir holding another search, a failing
             objective, or no finite score at all.
     """
     evaluations = iterate(
-        score_fn, init, method, budget=budget, seed=seed, workdir=workdir, identity=identity
+        score_fn,
+        init,
+        method,
+        budget=budget,
+        seed=seed,
+        workdir=workdir,
+        identity=identity,
+        validation=validation,
+        penalty=penalty,
     )
     history: list[Evaluation] = []
     with contextlib.closing(evaluations):  # a raising callback still releases the workdir
@@ -228,7 +271,10 @@ def minimize(
             history.append(evaluation)
             if callback is not None:
                 callback(evaluation)
-    return SearchResult.from_history(history, resolve_method(method).method, seed)
+    stopped_early = validation is not None and len(history) < budget
+    return SearchResult.from_history(
+        history, resolve_method(method).method, seed, stopped_early=stopped_early
+    )
 
 
 def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.NDArray[np.float64]:
@@ -260,6 +306,8 @@ def run(
     init: npt.ArrayLike | None = None,
     callback: Callable[[Evaluation], None] | None = None,
     ema_rates: Sequence[float] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -267,7 +315,9 @@ def run(
     ``trajectory.combine(coefficients)``. The initial population is ``init`` (shape
     ``(P, K)``) or else the EMA vectors for ``ema_rates`` (default: the trajectory's
     default grid). The trajectory's steps and fingerprint guard a resumed workdir
-    against a changed trajectory. See :func:`minimize` for the other arguments.
+    against a changed trajectory. ``validation.objective`` is a second
+    ``state_dict -> float`` scoring the best-so-far path (see :func:`minimize`). See
+    :func:`minimize` for the other arguments.
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
     integer("seed", seed, 0, error=SearchError)
@@ -289,6 +339,9 @@ def run(
     def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
         return objective(trajectory.combine(coefficients))
 
+    if validation is not None:  # the same settings, on coefficients
+        validation = _on_coefficients(validation, trajectory)
+
     return minimize(
         score_fn,
         init_arr,
@@ -298,4 +351,16 @@ def run(
         workdir=workdir,
         identity=identity,
         callback=callback,
+        validation=validation,
+        penalty=penalty,
     )
+
+
+def _on_coefficients(validation: Validation, trajectory: TrajectoryLike) -> Validation:
+    objective = validation.objective
+
+    def validate(coefficients: npt.NDArray[np.float64]) -> float:
+        return objective(trajectory.combine(coefficients))
+
+    identity = validation.describe()["objective"]  # of the user's callable, not the wrapper
+    return dataclasses.replace(validation, objective=validate, identity=identity)
