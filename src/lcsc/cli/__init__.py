@@ -23,10 +23,10 @@ import sys
 from collections.abc import Sequence
 
 from lcsc import __version__
-from lcsc.cli import checkfree, core, demo, generative
+from lcsc.cli import core, demo, generative, landscape
 from lcsc.errors import LcscError
 
-COMMAND_GROUPS = [core, generative, demo, checkfree]
+COMMAND_GROUPS = [core, landscape, generative, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

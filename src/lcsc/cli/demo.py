@@ -10,7 +10,7 @@ from lcsc.cli.common import StageBars
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lcsc.demo import DemoConfig, run_demo
+    from lcsc.reference.digits.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         iterations=args.iterations, budget=args.budget, method=args.method, seed=args.seed
@@ -28,9 +28,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from lcsc.evaluation import HeldOutEvaluator
-    from lcsc.generative.io import load_model
-    from lcsc.objectives.sample_fd import run_metadata
+    from lcsc.reference.digits.evaluation import HeldOutEvaluator
+    from lcsc.reference.generative.generator import run_metadata
+    from lcsc.reference.generative.io import load_model
 
     loaded = load_model(args.checkpoint)
     evaluate = HeldOutEvaluator(

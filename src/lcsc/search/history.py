@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from lcsc import atomic
 from lcsc.errors import SearchError
+from lcsc.search.results import Validated
 
 try:  # advisory lock against two processes writing one workdir; POSIX only
     import fcntl
@@ -49,6 +50,7 @@ class Record:
     coefficients: npt.NDArray[np.float64]
     score: float
     wall_time_s: float
+    validation: Validated | None = None  # the validation made right after it, if any
 
 
 def make_header(
@@ -136,16 +138,27 @@ class History:
             raise
 
     def append(
-        self, index: int, coefficients: npt.NDArray[np.float64], score: float, wall_time_s: float
+        self,
+        index: int,
+        coefficients: npt.NDArray[np.float64],
+        score: float,
+        wall_time_s: float,
+        validation: Validated | None = None,
     ) -> None:
         """Append one evaluation as a single line, in one write (atomic w.r.t. kill -9)."""
         assert self._file is not None, "History.open() first"
-        record = {
+        record: dict[str, Any] = {
             "index": index,
             "coefficients": coefficients.tolist(),
             "score": score if math.isfinite(score) else None,
             "wall_time_s": wall_time_s,
         }
+        if validation is not None:  # same line as the evaluation: both or neither survive
+            record["validation"] = {
+                "index": validation.index,
+                "score": validation.score if math.isfinite(validation.score) else None,
+                "wall_time_s": validation.wall_time_s,
+            }
         data = (json.dumps(record, allow_nan=False) + "\n").encode()
         try:
             written = self._file.write(data)
@@ -241,12 +254,24 @@ class History:
             coefficients = np.array(raw["coefficients"], dtype=np.float64)
             score = math.nan if raw["score"] is None else float(raw["score"])
             wall = float(raw["wall_time_s"])
+            validation = _parse_validation(raw.get("validation"))
             ok = index == n and coefficients.shape == (self.k,)
-        except (TypeError, KeyError, ValueError):
+            ok = ok and (validation is None or 0 <= validation.index <= n)
+        except (TypeError, KeyError, ValueError, AttributeError):
             ok = False
         if not ok:
             raise SearchError(
                 f"{self.history_path}:{n + 1} is not record {n} of a K={self.k} search; "
                 "the history is corrupt, choose another workdir"
             )
-        return Record(index, coefficients, score, wall)
+        return Record(index, coefficients, score, wall, validation)
+
+
+def _parse_validation(raw: Any) -> Validated | None:
+    if raw is None:
+        return None
+    score = math.nan if raw["score"] is None else float(raw["score"])
+    index = raw["index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError("validation index must be an integer")
+    return Validated(index, score, float(raw["wall_time_s"]))
