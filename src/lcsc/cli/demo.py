@@ -17,7 +17,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lcsc-demo-"))
     with StageBars() as bars:
-        results = run_demo(config, out, bars.update)
+        results = run_demo(config, out, bars)
     print((out / "report.md").read_text())
     fd = results["held_out_fd"]
     print(
