@@ -48,7 +48,7 @@ PAPER = {
 
 
 def make_config(args: argparse.Namespace, strategy: str, rate: float, seed: int, stages: str):
-    from lcsc.checkfree import FailureConfig, ModelConfig, TrainConfig
+    from checkfree import FailureConfig, ModelConfig, TrainConfig
 
     return TrainConfig(
         model=ModelConfig(stages=args.stages, layers_per_stage=1, dim=args.dim, heads=4),
@@ -69,7 +69,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from lcsc.checkfree import build_plan, train
+    from checkfree import build_plan, train
     from lcsc.errors import LcscError
 
     args = argparse.Namespace(**job["args"])

@@ -9,7 +9,8 @@ batch 128, Adam lr 1e-3, EMA rate 0.998) on sklearn's digits for ``--iterations`
   inverse CDF, so it uses the random stream of the curriculum runs; the curriculum is compared
   with it seed by seed (same seed: the same uniforms, only the tilt differs), the momentum
   decay with the baseline (it draws no random numbers).
-* ``curriculum``, ``momentum``, ``both``: the defaults of :mod:`lcsc.generative.schedules`.
+* ``curriculum``, ``momentum``, ``both``: the defaults of
+  :mod:`lcsc.reference.generative.schedules`.
 
 Every ``--eval-every`` iterations the training EMA is scored by held-out FD: ``--eval-samples``
 samples from fixed held-out noise, DPM-Solver++(2M) with ``--nfe`` evaluations, the packaged
@@ -17,7 +18,7 @@ digits feature net. Reported:
 
 * iterations and training wall time (evaluations excluded) to reach a target FD (default:
   the seed-mean final FD of the baseline times ``1 + --target-margin``);
-* LCSC at iteration ``--lcsc-at`` (``lcsc.experiment.compare``,
+* LCSC at iteration ``--lcsc-at`` (``lcsc.reference.digits.experiment.compare``,
   evolutionary search, ``--lcsc-budget`` evaluations on 1000 search samples), scored by the
   same evaluator, and the baseline iterations that FD is worth: the training-cost reduction
   against the baseline with EMA.
@@ -73,9 +74,9 @@ class Settings:
 
 
 def train_config(strategy: str, seed: int, s: Settings) -> Any:
-    from lcsc.generative.networks import ModelConfig
-    from lcsc.generative.schedules import MomentumDecay, NoiseCurriculum
-    from lcsc.generative.training import TrainConfig
+    from lcsc.reference.generative.networks import ModelConfig
+    from lcsc.reference.generative.schedules import MomentumDecay, NoiseCurriculum
+    from lcsc.reference.generative.training import TrainConfig
 
     curriculum = {"tilt0": NoiseCurriculum(tilt_end=0.0), "curriculum": NoiseCurriculum()}
     curriculum["both"] = curriculum["curriculum"]
@@ -96,12 +97,14 @@ def run_one(job: tuple[str, int, Settings, bool]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)  # 2 OpenMP threads per process on 2 shared cores: 10-50x slower
-    from lcsc.experiment import compare
-    from lcsc.generative.data import load_dataset
-    from lcsc.generative.io import make_metadata
-    from lcsc.generative.training import train
     from lcsc.metrics import digits_features
-    from lcsc.objectives.sample_fd import FixedNoiseGenerator, SampleFD, digits_reference
+    from lcsc.objectives.sample_fd import SampleFD
+    from lcsc.reference.digits.experiment import compare
+    from lcsc.reference.digits.objective import digits_reference
+    from lcsc.reference.generative.data import load_dataset
+    from lcsc.reference.generative.generator import FixedNoiseGenerator
+    from lcsc.reference.generative.io import make_metadata
+    from lcsc.reference.generative.training import train
     from lcsc.trajectory import Trajectory
 
     strategy, seed, s, with_lcsc = job

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from lcsc.atomic import write_json
-from lcsc.experiment import compare
-from lcsc.generative.networks import ModelConfig
-from lcsc.generative.training import TrainConfig, train
+from lcsc.reference.digits.experiment import compare
+from lcsc.reference.generative.networks import ModelConfig
+from lcsc.reference.generative.training import TrainConfig, train
 from lcsc.trajectory import Trajectory
 
 WINDOW = 200  # checkpoints in the search window

@@ -6,7 +6,7 @@ shipped files. Usage::
     python scripts/train_digits_features.py            # both nets -> src/lcsc/metrics/weights
     python scripts/train_digits_features.py --kind alt --epochs 10 --out-dir /tmp/w
 
-Training uses the train split of :func:`lcsc.metrics.digits.load_digits_split` with mild
+Training uses the train split of :func:`lcsc.reference.digits.data.load_digits_split` with mild
 augmentation (±1 pixel shifts, contrast jitter, Gaussian noise) so features stay meaningful on
 imperfect generated samples; the printed accuracy is on the untouched test split.
 """
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from lcsc.checkpoint import write_checkpoint
-from lcsc.metrics.digits import SPLIT_SEED, TEST_FRACTION, load_digits_split
 from lcsc.metrics.features import DIGITS_ARCHS, WEIGHT_FILES
+from lcsc.reference.digits.data import SPLIT_SEED, TEST_FRACTION, load_digits_split
 
 SEEDS = {"main": 0, "alt": 1}  # different seeds: the two feature spaces must be independent
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "lcsc" / "metrics" / "weights"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from lcsc.checkfree import FailureConfig, ModelConfig, TrainConfig
+from checkfree import FailureConfig, ModelConfig, TrainConfig
 from lcsc.checkpoint import read_checkpoint
 
 

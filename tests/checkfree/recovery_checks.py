@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from lcsc.checkfree import TrainConfig, build_plan, checkfree_weight, weighted_average
+from checkfree import TrainConfig, build_plan, checkfree_weight, weighted_average
 
 from .conftest import blocks, load_state
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lcsc.checkfree import (
+from checkfree import (
     FailureConfig,
     FailureSchedule,
     ModelConfig,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from lcsc.checkfree import ModelConfig, checkfree_weight, weighted_average
-from lcsc.checkfree.data import load_corpus, train_batch
-from lcsc.checkfree.model import build_stage
-from lcsc.checkfree.pipeline import Visit, route, routes
-from lcsc.checkfree.recovery import recovery_transfers
-from lcsc.checkfree.stage import StageWorker, state_shapes
+from checkfree import ModelConfig, checkfree_weight, weighted_average
+from checkfree.data import load_corpus, train_batch
+from checkfree.model import build_stage
+from checkfree.pipeline import Visit, route, routes
+from checkfree.recovery import recovery_transfers
+from checkfree.stage import StageWorker, state_shapes
 
 from .conftest import tiny
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lcsc.checkfree import train
-from lcsc.checkfree.distributed import EXIT_LOST
+from checkfree import train
+from checkfree.distributed import EXIT_LOST
 
 from .conftest import tiny
 from .recovery_checks import check_recovery

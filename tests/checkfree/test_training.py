@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lcsc.checkfree import FailureConfig, train
-from lcsc.cli import main
+from checkfree import FailureConfig, train
+from checkfree.cli import main
 
 from .conftest import tiny
 from .recovery_checks import check_recovery
@@ -88,7 +88,7 @@ def test_a_failure_changes_training_only_from_its_step() -> None:
 
 def test_cli_trains_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    args = ["checkfree", "train", "--stages", "4", "--strategy", "checkfree+", "--iterations", "3"]
+    args = ["train", "--stages", "4", "--strategy", "checkfree+", "--iterations", "3"]
     args += ["--dim", "32", "--heads", "2", "--seq-len", "32", "--batch-size", "4"]
     args += ["--fail-at", "1:0", "--eval-every", "2", "--out", str(out)]
     assert main(args) == 0
@@ -98,9 +98,9 @@ def test_cli_trains_and_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_cli_bad_configuration_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["checkfree", "train", "--stages", "2"]) == 1
+    assert main(["train", "--stages", "2"]) == 1
     assert "at least 3 pipeline stages" in capsys.readouterr().err
-    args = ["checkfree", "train", "--stages", "4", "--iterations", "3", "--fail-at", "1:0"]
+    args = ["train", "--stages", "4", "--iterations", "3", "--fail-at", "1:0"]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkfree cannot recover stage 0" in err

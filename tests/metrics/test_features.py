@@ -24,7 +24,7 @@ from lcsc.metrics import (
 from lcsc.metrics.features import WEIGHT_FILES
 
 pytest.importorskip("sklearn")
-from lcsc.metrics import load_digits_split  # noqa: E402
+from lcsc.reference.digits.data import load_digits_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "src" / "lcsc" / "metrics" / "weights"

@@ -10,14 +10,14 @@ from lcsc.cli.common import StageBars
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from lcsc.demo import DemoConfig, run_demo
+    from lcsc.reference.digits.demo import DemoConfig, run_demo
 
     config = DemoConfig(
         iterations=args.iterations, budget=args.budget, method=args.method, seed=args.seed
     )
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lcsc-demo-"))
     with StageBars() as bars:
-        results = run_demo(config, out, bars.update)
+        results = run_demo(config, out, bars)
     print((out / "report.md").read_text())
     fd = results["held_out_fd"]
     print(
@@ -28,9 +28,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from lcsc.evaluation import HeldOutEvaluator
-    from lcsc.generative.io import load_model
-    from lcsc.objectives.sample_fd import run_metadata
+    from lcsc.reference.digits.evaluation import HeldOutEvaluator
+    from lcsc.reference.generative.generator import run_metadata
+    from lcsc.reference.generative.io import load_model
 
     loaded = load_model(args.checkpoint)
     evaluate = HeldOutEvaluator(

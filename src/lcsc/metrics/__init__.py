@@ -4,7 +4,6 @@ Features come from any ``nn.Module`` extractor (the packaged digits nets, Incept
 local weights file, or your own); see docs/metrics.md.
 """
 
-from lcsc.metrics.digits import load_digits_split
 from lcsc.metrics.features import (
     DigitsConvFeatureNet,
     DigitsFeatureNet,
@@ -15,7 +14,6 @@ from lcsc.metrics.features import (
 )
 from lcsc.metrics.frechet import FeatureStats, frechet_distance
 from lcsc.metrics.reference import (
-    ProgressFn,
     compute_features,
     compute_features_and_logits,
     extractor_fingerprint,
@@ -30,7 +28,6 @@ __all__ = [
     "DigitsFeatureNet",
     "FeatureStats",
     "InceptionFeatures",
-    "ProgressFn",
     "compute_features",
     "compute_features_and_logits",
     "digits_features",
@@ -40,7 +37,6 @@ __all__ = [
     "inception_features",
     "inception_score",
     "kid",
-    "load_digits_split",
     "precision_recall",
     "reference_cache_path",
     "reference_stats",

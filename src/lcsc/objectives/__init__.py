@@ -2,18 +2,13 @@
 
 * :mod:`lcsc.objectives.loading` -- a user's objective named ``MODULE:FUNCTION``;
 * :mod:`lcsc.objectives.sample_fd` -- the paper's objective: Frechet distance of samples drawn
-  from fixed noise, for models trained by ``lcsc train``.
+  from fixed noise by any generator ``state_dict -> samples``.
+
+The digits objective for models trained by ``lcsc train`` is
+``lcsc.reference.digits:digits_fd``; importing this package loads none of the trainers.
 """
 
 from lcsc.objectives.loading import Objective, load_objective, parse_pairs
-from lcsc.objectives.sample_fd import FixedNoiseGenerator, SampleFD, digits_fd, fixed_noise
+from lcsc.objectives.sample_fd import SampleFD, fixed_noise
 
-__all__ = [
-    "FixedNoiseGenerator",
-    "Objective",
-    "SampleFD",
-    "digits_fd",
-    "fixed_noise",
-    "load_objective",
-    "parse_pairs",
-]
+__all__ = ["Objective", "SampleFD", "fixed_noise", "load_objective", "parse_pairs"]

@@ -62,6 +62,7 @@ class Source:
     ignored: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()
     metadata: dict[str, Any] | None = field(default=None, compare=False)  # Recorder manifest
+    root: Path | None = None  # the folder scanned; None for files given one by one
 
 
 def find_source(paths: Sequence[str | os.PathLike[str]], component: str | None = None) -> Source:
@@ -85,6 +86,31 @@ def find_source(paths: Sequence[str | os.PathLike[str]], component: str | None =
     files = iter(picked.files)
     ordered = tuple(next(files) if p.is_dir() else p for p in ps)  # the order given
     return replace(picked, layout=FOLDERS if len(folders) == len(ps) else FILES, files=ordered)
+
+
+def lists_as_checkpoint(source: Source, path: Path) -> bool:
+    """Whether a file or folder written at ``path`` would be taken as (part of) a checkpoint
+    the next time ``source.root`` is scanned."""
+    if source.root is None:
+        return False
+    try:
+        parts = path.resolve().relative_to(source.root.resolve()).parts
+    except (OSError, ValueError):
+        return False
+    if not parts:
+        return True
+    if source.layout == FOLDERS:  # a checkpoint-<step> folder, or inside one
+        return bool(_CHECKPOINT_DIR.match(parts[0]))
+    if len(parts) > 1:
+        return False
+    name = Path(parts[0])
+    if source.layout == RECORDER:
+        return name.match("step-*.safetensors") and layout.step_from_name(name) is not None
+    if source.layout == LIGHTNING:
+        return name.suffix == ".ckpt" and bool(_STEP.search(name.stem))
+    if source.layout == TIMM:
+        return bool(_TIMM.match(name.name))
+    return is_checkpoint_file(name)  # a plain folder: any checkpoint file
 
 
 def step_from_path(path: Path) -> int | None:
@@ -142,14 +168,14 @@ def _scan(d: Path, component: str | None) -> Source:
     recorded = layout.recorded_files(d)
     if recorded or manifest:
         _no_component(component, d, RECORDER)
-        return Source(RECORDER, _order(recorded), metadata=manifest.get("metadata"))
+        return Source(RECORDER, _order(recorded), metadata=manifest.get("metadata"), root=d)
     children = sorted(d.iterdir())
     folders = sorted(
         (p for p in children if p.is_dir() and _CHECKPOINT_DIR.match(p.name)), key=_key
     )
     if folders:
         picked = _folders(folders, component)
-        return replace(picked, files=_order(list(picked.files)))
+        return replace(picked, files=_order(list(picked.files)), root=d)
     files = [
         p
         for p in children
@@ -166,15 +192,15 @@ def _scan(d: Path, component: str | None) -> Source:
         if found:
             _no_component(component, d, kind)
             ignored = tuple(p for p in files if p not in found)
-            return Source(kind, _order(found), ignored=ignored, notes=note)
+            return Source(kind, _order(found), ignored=ignored, notes=note, root=d)
     _no_component(component, d, FLAT)
     if any(p.name.endswith(SHARD_INDEX) for p in files):
         files = [p for p in files if not _SHARD.search(p.name)]  # read through their index
     numbered = [p for p in files if layout.step_from_name(p) is not None]
     if numbered and len(numbered) < len(files):  # best.pt, final.pt beside step files
         ignored = tuple(p for p in files if p not in numbered)
-        return Source(FLAT, _order(numbered), ignored=ignored)
-    return Source(FLAT, _order(files))
+        return Source(FLAT, _order(numbered), ignored=ignored, root=d)
+    return Source(FLAT, _order(files), root=d)
 
 
 def _folders(folders: list[Path], component: str | None) -> Source:

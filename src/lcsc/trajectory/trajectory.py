@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lcsc.atomic import check_not_input
 from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
 from lcsc.state_dict import Extraction
@@ -299,6 +300,7 @@ class Trajectory:
                 w = w_chain if coded else w_plain
                 ws.append(w * 2.0 ** e.exponents[key] if delta else w)
                 small.append(delta)
+            _check_weights(ws, acc)
             flat = weighted_sum(sources, ws, acc_dtype=acc, device=device, separate=small)
             flat = flat.to(seg.dtype)
             for key, shape, offset, numel in seg.keys:
@@ -318,14 +320,25 @@ class Trajectory:
         without the ``.safetensors`` suffix is a folder that ``from_pretrained`` loads: the
         weights plus the component's ``config.json`` (:mod:`lcsc.trajectory.export`).
         Returns the path of the weights file written.
+
+        Refused, before any work: ``path`` is one of the trajectory's files, or lies in the
+        folder it was opened from under a name that folder lists as a checkpoint; the
+        combination holds NaN/Inf (coefficients too large for the checkpoints' dtypes).
         """
+        target = Path(path)
+        self._check_output(target)
         state = self.combine(coefficients)
+        for key, t in state.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise LcscError(
+                    f"{path}: not written: key '{key}' of the combination overflows to NaN/Inf"
+                    " (coefficients too large for its dtype?)"
+                )
         metadata = {
             layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
             "lcsc_steps": json.dumps(self.steps),
             "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
         }
-        target = Path(path)
         if self.writes_folder(target):
             from lcsc.trajectory.export import save_pretrained
 
@@ -344,6 +357,21 @@ class Trajectory:
         return self._view([self._selected[index]]).combine([1.0])
 
     # ----------------------------------------------------------------- internals
+    def _check_output(self, path: Path) -> None:
+        inputs = [e.path for e in self._entries]
+        check_not_input(path, inputs, "one of the trajectory's files")
+        if self.writes_folder(path):
+            from lcsc.trajectory.export import weights_name
+
+            assert self.source is not None
+            check_not_input(path / weights_name(self.source), inputs, "a trajectory's file")
+        if self.source is not None and sources.lists_as_checkpoint(self.source, path):
+            raise TrajectoryError(
+                f"{path}: would become a checkpoint of the trajectory folder"
+                f" {self.source.root} (and break the next run on it); write it outside that"
+                " folder"
+            )
+
     @property
     def _reference(self) -> Checkpoint:
         return self._entries[self._entries[self._selected[0]].chain_start].ckpt
@@ -420,6 +448,17 @@ class Trajectory:
         if run:
             segments.append(_flat_segment(ref, run))
         return segments
+
+
+def _check_weights(weights: list[float], acc: torch.dtype) -> None:
+    """Refuse weights the accumulator cannot hold (torch would fail converting them)."""
+    limit = torch.finfo(acc).max
+    for w in weights:
+        if not abs(w) <= limit:  # also NaN, from inf - inf in a chain's suffix sums
+            raise LcscError(
+                f"coefficients too large to combine: a weight of {w:.3g} exceeds the"
+                f" {str(acc).removeprefix('torch.')} range ({limit:.3g})"
+            )
 
 
 def _flat_segment(ref: Checkpoint, keys: list[str]) -> _Segment:

@@ -1,0 +1,146 @@
+"""The ``checkfree`` command: pipeline training with stage failures and a recovery strategy.
+
+``checkfree train`` is a thin layer over :func:`checkfree.train`. A bad configuration prints one
+line naming the field at fault and exits with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from checkfree import FailureConfig, ModelConfig, TrainConfig, build_plan, train
+    from lcsc.cli.common import StageBars
+
+    events = tuple(_parse_event(e) for e in args.fail_at) or None
+    config = TrainConfig(
+        model=ModelConfig(
+            stages=args.stages,
+            layers_per_stage=args.layers_per_stage,
+            dim=args.dim,
+            heads=args.heads,
+            seq_len=args.seq_len,
+        ),
+        failures=FailureConfig(
+            rate_percent=args.failure_rate,
+            iteration_time_s=args.iteration_time,
+            stages=args.failing_stages,
+            events=events,
+        ),
+        strategy=args.strategy,
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        micro_batches=args.micro_batches,
+        lr=args.lr,
+        seed=args.seed,
+        checkpoint_interval=args.checkpoint_interval,
+        eval_every=args.eval_every,
+        processes=args.processes,
+        device=args.device,
+    )
+    build_plan(config)  # refuse unrecoverable failures before drawing a progress bar
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="checkfree-"))
+    mode = f"{config.model.stages} processes" if config.processes else "1 process"
+    with StageBars(prefix=f"{config.strategy} ({mode}) ") as bars:
+        result = train(config, out, bars)
+    s = result.summary()
+    print(
+        f"{config.strategy}: final validation loss {s['final_val_loss']:.4f},"
+        f" {s['failed_stages']} stage failures, {s['lost_iterations']} iterations redone,"
+        f" modelled wall clock {s['wall_clock_s'] / 3600:.2f} h"
+        f" ({s['steps']} iterations x {s['step_time_s']:.1f} s) -- log in {out / 'log.jsonl'}"
+    )
+    return 0
+
+
+def _parse_event(text: str) -> tuple[int, int]:
+    from lcsc.errors import LcscError
+
+    try:
+        step, stage = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise LcscError(f"--fail-at: expected STEP:STAGE (two integers), got {text!r}") from None
+    return step, stage
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from checkfree.config import FAILING_STAGES, STRATEGIES
+
+    parser = argparse.ArgumentParser(
+        prog="checkfree",
+        description="CheckFree: recover a lost pipeline stage from its neighbours.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser(
+        "train",
+        help="train a small LM pipeline-parallel while stages fail; recover them by a strategy",
+    )
+    p.add_argument("--stages", type=int, default=6, help="pipeline stages S (>= 3)")
+    p.add_argument(
+        "--failure-rate",
+        type=float,
+        default=10.0,
+        metavar="PERCENT",
+        help="hourly failure rate of each stage, in percent",
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, default="checkfree")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument(
+        "--processes",
+        action="store_true",
+        help="one process per stage on torch.distributed (gloo on CPU) instead of one process",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--iteration-time",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="modelled duration of one iteration (sets failure odds and the wall clock)",
+    )
+    p.add_argument("--out", metavar="DIR", help="log and summary folder (default: a temp dir)")
+    p.add_argument(
+        "--failing-stages",
+        choices=FAILING_STAGES,
+        default="intermediate",
+        help="which stages can fail; 'all' includes the first and last stage, which only"
+        " checkfree+, checkpoint and redundant can recover (default: intermediate)",
+    )
+    p.add_argument(
+        "--fail-at",
+        action="append",
+        default=[],
+        metavar="STEP:STAGE",
+        help="fail this stage at this step instead of random failures (repeatable)",
+    )
+    p.add_argument("--checkpoint-interval", type=int, default=50, metavar="ITERATIONS")
+    p.add_argument("--layers-per-stage", type=int, default=1)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--micro-batches", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--eval-every", type=int, default=25, metavar="STEPS")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from lcsc.errors import LcscError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LcscError as exc:
+        print(f"checkfree: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("checkfree: interrupted", file=sys.stderr)
+        return 130
