@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 from lcsc.cli import main
-from lcsc.errors import TrajectoryError
+from lcsc.errors import LcscError, TrajectoryError
 from lcsc.trajectory import Trajectory, sources
 
 pytest.importorskip("diffusers")
@@ -143,3 +143,20 @@ def test_search_best_is_a_from_pretrained_folder(
     got = UNet2DModel.from_pretrained(work / "best").state_dict()
     assert set(got) == set(best) and all(torch.equal(got[k], v) for k, v in best.items())
     shutil.rmtree(work)
+
+
+def test_outputs_that_would_join_the_run_are_refused(diffusers_run: Path, tmp_path: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in diffusers_run.rglob("*") if p.is_file()}
+    cases = {
+        "checkpoint-25": "would become a checkpoint",
+        "checkpoint-20/merged.safetensors": "would become a checkpoint",
+        "checkpoint-20/unet": "diffusion_pytorch_model.safetensors: is a trajectory's file",
+    }
+    for out, message in cases.items():
+        with pytest.raises(LcscError, match=message):
+            Trajectory.from_paths([diffusers_run]).save_combination(diffusers_run / out, [0.25] * 4)
+    assert {p: p.stat().st_mtime_ns for p in diffusers_run.rglob("*") if p.is_file()} == before
+    merged = diffusers_run / "merged"  # beside the checkpoint folders: not part of the run
+    Trajectory.from_paths([diffusers_run]).save_combination(merged, [0.25] * 4)
+    assert Trajectory.from_paths([diffusers_run]).steps == STEPS
+    shutil.rmtree(merged)

@@ -68,6 +68,10 @@ def test_lightning_layout(tmp_path: Path) -> None:
     assert traj.extraction.dropped == 1 and traj.extraction.stripped == ("model.",)
     with pytest.raises(TrajectoryError, match="component 'unet' given, but this is a Lightning"):
         sources.find_source([ckpts], component="unet")
+    # Outputs: a new epoch=E-step=S.ckpt would join the run, other names would not.
+    assert sources.lists_as_checkpoint(source, ckpts / "epoch=9-step=99.ckpt")
+    assert not sources.lists_as_checkpoint(source, ckpts / "avg.safetensors")
+    assert not sources.lists_as_checkpoint(source, tmp_path / "epoch=9-step=99.ckpt")
 
 
 def test_accelerate_automatic_checkpoint_folders(tmp_path: Path) -> None:
