@@ -111,3 +111,22 @@ def test_every_option_explains_itself(command: str) -> None:
         assert action.help and len(action.help) > 15, (command, name)
         if action.default not in (None, False, []) and not action.required:
             assert f"default: {action.default}" in action.help, (command, name)
+
+
+def test_inspect_reports_unpickled_objects_and_a_shared_prefix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for step in (10, 20):
+        sd = {"model.w": torch.full((2,), float(step)), "model.b": torch.zeros(1)}
+        hp = {"args": argparse.Namespace(lr=0.1)}
+        torch.save(
+            {"state_dict": sd, "hyper_parameters": hp}, tmp_path / f"epoch=0-step={step}.ckpt"
+        )
+    assert main(["inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "layout:      Lightning checkpoints" in out and "weights:     key 'state_dict'" in out
+    assert "not built: argparse.Namespace" in out
+    assert "hint:        every key starts with 'model.' (--strip-prefix model. removes it)" in out
+    assert main(["inspect", str(tmp_path), "--strip-prefix", "model."]) == 0
+    out = capsys.readouterr().out
+    assert "prefixes:    removed 'model.'" in out and "hint:" not in out
