@@ -147,7 +147,7 @@ def _rebuild_parameter(data, *_ignored):  # type: ignore[no-untyped-def]
 
 def _rebuild_from_type_v2(func, _new_type, args, _state):  # type: ignore[no-untyped-def]
     # Tensor subclasses: rebuild the plain tensor only, and only with our own functions.
-    if func not in _REBUILDERS or not isinstance(args, tuple):
+    if not any(func is r for r in _REBUILDERS) or not isinstance(args, tuple):
         raise pickle.UnpicklingError("unsupported tensor subclass")
     return func(*args)
 
@@ -170,7 +170,7 @@ _GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class _Unpickler(pickle.Unpickler):
-    """Globals from the table above, placeholders for the rest; storages from ``storages``."""
+    """Globals from the table above, placeholders for the rest; storages from ``storage``."""
 
     def __init__(self, file: BinaryIO, storage: Callable[[tuple[Any, ...]], Any]) -> None:
         super().__init__(file)
