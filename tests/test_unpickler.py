@@ -178,3 +178,16 @@ def test_corrupt_files_are_named(tmp_path: Path, fmt: str) -> None:
     path.write_bytes(b"\x80\x02K\x01.")  # a pickle, but not a torch file
     with pytest.raises(CheckpointError, match=r"c\.pt.*not a torch checkpoint"):
         restricted_load(path)
+
+
+class Marked(torch.Tensor):
+    """A tensor subclass: pickled through torch._tensor._rebuild_from_type_v2."""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tensor_subclass_comes_back_as_a_plain_tensor(tmp_path: Path, fmt: str) -> None:
+    t = torch.arange(4.0).as_subclass(Marked)
+    path = _save({"w": t, "p": torch.nn.Parameter(torch.ones(2))}, tmp_path / "s.pt", fmt)
+    obj, placeholders = restricted_load(path)
+    assert type(obj["w"]) is torch.Tensor and torch.equal(obj["w"], torch.arange(4.0))
+    assert placeholders == [f"{__name__}.Marked"]
