@@ -112,6 +112,16 @@ def test_flat_folder_ignores_unnumbered_files(tmp_path: Path) -> None:
     assert Trajectory.from_paths([tmp_path]).steps == [100, 200]
 
 
+def test_several_series_in_one_folder(tmp_path: Path) -> None:
+    for step in (1000, 2000):  # openai guided-diffusion's names
+        torch.save(_state(step), tmp_path / f"model{step:06d}.pt")
+        torch.save(_state(step + 1), tmp_path / f"ema_0.9999_{step:06d}.pt")
+    with pytest.raises(TrajectoryError, match=r"several series .*ema_0\.9999_\*\.pt, model\*\.pt"):
+        Trajectory.from_paths([tmp_path])
+    ema = Trajectory.from_paths(sorted(tmp_path.glob("ema_0.9999_*.pt")))  # the shell's glob
+    assert ema.steps == [1000, 2000] and _equal(ema.load(1), _state(2001))
+
+
 @pytest.mark.parametrize(
     ("path", "step"),
     [

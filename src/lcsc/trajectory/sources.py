@@ -197,10 +197,26 @@ def _scan(d: Path, component: str | None) -> Source:
     if any(p.name.endswith(SHARD_INDEX) for p in files):
         files = [p for p in files if not _SHARD.search(p.name)]  # read through their index
     numbered = [p for p in files if layout.step_from_name(p) is not None]
+    _one_series(d, numbered)
     if numbered and len(numbered) < len(files):  # best.pt, final.pt beside step files
         ignored = tuple(p for p in files if p not in numbered)
         return Source(FLAT, _order(numbered), ignored=ignored, root=d)
     return Source(FLAT, _order(files), root=d)
+
+
+def _one_series(d: Path, files: list[Path]) -> None:
+    """Refuse a folder holding several series of numbered files (guided-diffusion's
+    ``model<step>.pt`` beside ``ema_<rate>_<step>.pt``): their steps would collide."""
+    series: dict[str, int] = {}
+    for p in files:
+        pattern = re.sub(r"\d+(?=\D*$)", "*", p.name)
+        series[pattern] = series.get(pattern, 0) + 1
+    several = sorted(k for k, n in series.items() if n > 1)
+    if len(several) > 1:
+        raise TrajectoryError(
+            f"{d}: holds several series of checkpoints ({', '.join(several)}); give the files"
+            f" of one, e.g. {d / several[0]}"
+        )
 
 
 def _folders(folders: list[Path], component: str | None) -> Source:
