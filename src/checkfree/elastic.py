@@ -34,6 +34,19 @@ _POLL_S = 0.02
 _HEARTBEAT_S = 0.25
 
 
+def check_launch(config: TrainConfig) -> None:
+    """Raise :class:`LcscError` unless ``config`` can run across machines."""
+    if not config.processes:
+        raise LcscError("TrainConfig.processes: a multi-machine run (--nnodes) needs --processes")
+    if config.device != "cpu":
+        raise LcscError("TrainConfig.device: multi-machine runs use gloo on CPU only")
+    if config.strategy not in NEIGHBOUR_STRATEGIES:
+        raise LcscError(
+            f"TrainConfig.strategy: {config.strategy!r} cannot run across machines (--nnodes);"
+            f" use one of {', '.join(NEIGHBOUR_STRATEGIES)}, which keep no replicas or files"
+        )
+
+
 class Launcher:
     """One machine's launcher; :meth:`run` returns when every stage has finished."""
 
@@ -45,11 +58,7 @@ class Launcher:
         report: LossSink,
         on_failure: Callable[[int, tuple[int, ...]], None],
     ) -> None:
-        if config.strategy not in NEIGHBOUR_STRATEGIES:
-            raise LcscError(
-                f"TrainConfig.strategy: {config.strategy!r} cannot run across machines (--nnodes);"
-                f" use one of {', '.join(NEIGHBOUR_STRATEGIES)}, which keep no replicas or files"
-            )
+        check_launch(config)
         self.config, self.plan, self.launch = config, plan, launch
         self.report, self.on_failure = report, on_failure
         self.world = config.model.stages

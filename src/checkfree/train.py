@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from checkfree.config import LaunchConfig, TrainConfig
 from checkfree.distributed import ProcessInfo, run_processes
-from checkfree.elastic import run_elastic
+from checkfree.elastic import check_launch, run_elastic
 from checkfree.plan import Plan, build_plan
 from checkfree.runner import run_single
 from lcsc.atomic import write_json
@@ -172,6 +172,8 @@ def train(
     """
     plan = build_plan(config)
     _check_device(config)
+    if launch is not None:
+        check_launch(config)
     t0 = time.perf_counter()
     out_dir = Path(out) if out is not None else None
     with contextlib.ExitStack() as stack:
@@ -189,10 +191,6 @@ def train(
         log = LossLog(plan, stream, progress)
         processes: tuple[ProcessInfo, ...] = ()
         if launch is not None:
-            if not config.processes:
-                raise LcscError(
-                    "--nnodes / --rdzv-endpoint need --processes (TrainConfig.processes)"
-                )
             processes = run_elastic(config, plan, launch, log, log.failed.__setitem__)
         elif config.processes:
             processes = run_processes(config, plan, checkpoint_dir, log)

@@ -156,3 +156,22 @@ def test_a_launcher_killed_whole_is_survived(machines, tmp_path: Path, restart: 
     assert sum(r["train_loss"] is None for r in log[1:]) <= 1  # at most the killed step's
     if restart:
         _same_losses(_log(tmp_path / "n1b"), alone)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--processes", "--nnodes", "2", "--node-rank", "2"], "LaunchConfig.node_rank"),
+        (["--processes", "--rdzv-endpoint", "localhost"], "LaunchConfig.rdzv_endpoint"),
+        (["--nnodes", "2"], "needs --processes"),
+        (["--processes", "--nnodes", "2", "--strategy", "redundant"], "cannot run across"),
+    ],
+)
+def test_bad_launch_settings_are_one_clear_line(tmp_path: Path, capsys, extra, message) -> None:
+    from checkfree.cli import main
+
+    out = tmp_path / "out"
+    assert main(["train", "--stages", "4", "--iterations", "2", "--out", str(out), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not out.exists()  # refused before anything was written
