@@ -16,6 +16,7 @@ run is trained once from its first failure on, with the same numbers as a separa
   ``redundant`` reproduce the failure-free run bit for bit (tested), so their time to target
   is exact from its curve and their plans: with the modelled costs (save free, x151/91) and
   with the costs measured in multi-process mode (``--costs``, from benchmarks/checkfree_costs.py).
+  A seed's target is its own failure-free validation loss at 80 % of training.
 
 Significance: paired sign-flip permutation tests (same seed, stage and step), CheckFree
 against random / copy / uniform; intervals are 95 % bootstrap intervals of the mean (seeded).
