@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lcsc.cli.common import add_selection, open_selection
+from lcsc.cli.common import add_selection, add_threads, open_selection
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -99,6 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--uniform", action="store_true", help="plain average")
     how.add_argument("--coefficients", metavar="FILE.json", help="a list of K numbers")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.safetensors")
+    add_threads(p)
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("search", help="search the best combination (resumable)")
@@ -125,4 +126,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="search state; rerunning the same command resumes",
     )
+    add_threads(p)
     p.set_defaults(func=_cmd_search)

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from lcsc.cli.common import StageBars
+from lcsc.cli.common import StageBars, add_threads
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=1000, help="search evaluations")
     p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
     p.add_argument("--seed", type=int, default=0)
+    add_threads(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="held-out FD, KID, precision and recall of a checkpoint")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lcsc.cli.common import add_threads
 from lcsc.errors import LcscError
 
 DEFAULT_NFE = {"cm": 1, "dpmpp": 15, "heun": 35, "euler": 35}
@@ -50,7 +51,6 @@ def _schedule(args: argparse.Namespace, enabled: str, cls: type, flags: dict[str
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
     from lcsc.reference.generative.data import load_dataset
@@ -79,9 +79,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"--momentum-end must not exceed --momentum-start (default {ADAM_BETA1}), got"
             f" {decay.end}",
         )
-    if args.threads is not None:
-        _require(args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
     data = load_dataset(args.data, "train")
     sizes = {"width": args.width, "depth": args.depth, "channels": args.channels}
     model = ModelConfig(
@@ -227,7 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, help="U-Net base channels (default 32)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--compact", action="store_true", help="store float16 checkpoint deltas")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_schedule_flags(p)
     p.set_defaults(func=_cmd_train)

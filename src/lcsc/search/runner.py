@@ -29,6 +29,7 @@ from lcsc.search.evolutionary import EvolutionaryConfig
 from lcsc.search.history import History, make_header
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
+from lcsc.threads import using as using_threads
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -268,6 +269,7 @@ def run(
     init: npt.ArrayLike | None = None,
     callback: Callable[[Evaluation], None] | None = None,
     ema_rates: Sequence[float] | None = None,
+    threads: int | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -275,7 +277,9 @@ def run(
     ``trajectory.combine(coefficients)``. The initial population is ``init`` (shape
     ``(P, K)``) or else the EMA vectors for ``ema_rates`` (default: the trajectory's
     default grid). The trajectory's steps and fingerprint guard a resumed workdir
-    against a changed trajectory. See :func:`minimize` for the other arguments.
+    against a changed trajectory. The search runs with ``threads`` torch threads (default:
+    :func:`lcsc.threads.default_threads`, safe on shared cores), restored afterwards. See
+    :func:`minimize` for the other arguments.
     """
     _check_count("budget", budget, 1)  # fail before the trajectory does any work
     _check_count("seed", seed, 0)
@@ -297,13 +301,14 @@ def run(
     def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
         return objective(trajectory.combine(coefficients))
 
-    return minimize(
-        score_fn,
-        init_arr,
-        method,
-        budget=budget,
-        seed=seed,
-        workdir=workdir,
-        identity=identity,
-        callback=callback,
-    )
+    with using_threads(threads):
+        return minimize(
+            score_fn,
+            init_arr,
+            method,
+            budget=budget,
+            seed=seed,
+            workdir=workdir,
+            identity=identity,
+            callback=callback,
+        )
