@@ -40,16 +40,27 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from lcsc.search.distributed import process_group_from_env
+
+    # Under torchrun every rank scores candidates; rank 0 owns the workdir and the outputs.
+    with process_group_from_env():
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lcsc import search
     from lcsc.coefficients import save_coefficients
     from lcsc.objectives import load_objective, parse_pairs
+    from lcsc.search.distributed import is_leader
 
+    leader = is_leader()
     objective = load_objective(args.objective, parse_pairs(args.objective_arg))
     traj = open_selection(args)
     workdir = Path(args.workdir)
-    with tqdm(total=args.budget, desc=f"lcsc search ({args.method})", unit="eval") as bar:
+    desc = f"lcsc search ({args.method})"
+    with tqdm(total=args.budget, desc=desc, unit="eval", disable=not leader) as bar:
         best = float("inf")
 
         def progress(ev: search.Evaluation) -> None:
@@ -68,6 +79,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             workdir=workdir,
             callback=progress,
         )
+    if not leader:
+        return 0
     traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
     save_coefficients(
         workdir / "best_coefficients.json",

@@ -46,6 +46,10 @@ class CMAESConfig(SearchConfig):
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> CMAESOptimizer:
         return CMAESOptimizer(init, self, seed)
 
+    def search_basis(self, k: int) -> npt.NDArray[np.float64]:
+        """Orthonormal sum-zero directions CMA searches along, shape ``(K, r)``."""
+        return sum_zero_basis(k)
+
 
 def finite_scores(scores: list[float]) -> list[float]:
     """Replace non-finite scores by a finite value worse than every finite one.
@@ -61,7 +65,7 @@ class CMAESOptimizer(Optimizer):
     def __init__(self, init: npt.ArrayLike, config: CMAESConfig, seed: int) -> None:
         super().__init__(init, seed)
         self.config = config
-        self.basis = sum_zero_basis(self.k)  # (K, K-1)
+        self.basis = config.search_basis(self.k)  # (K, r), r = K-1 unless a subspace
         self.sigma0 = config.sigma_scale / self.k
         self.center: Vector | None = None  # a0, the origin z = 0 of the current run
         self.best: tuple[float, Vector] | None = None  # best (score, a) evaluated so far
@@ -69,6 +73,7 @@ class CMAESOptimizer(Optimizer):
         self._es: cma.CMAEvolutionStrategy | None = None
         self._batch: list[npt.NDArray[np.float64]] = []
         self._batch_scores: list[float] = []
+        self._batch_asked = 0
 
     def _start(self, center: Vector) -> None:
         import cma  # imported on use: it pulls in scipy, over a second of start-up time
@@ -84,7 +89,7 @@ class CMAESOptimizer(Optimizer):
         }
         if self.config.popsize is not None:
             options["popsize"] = self.config.popsize
-        self._es = cma.CMAEvolutionStrategy(np.zeros(self.k - 1), self.sigma0, options)
+        self._es = cma.CMAEvolutionStrategy(np.zeros(self.basis.shape[1]), self.sigma0, options)
 
     def _propose(self) -> Vector:
         if self._es is None:
@@ -94,11 +99,20 @@ class CMAESOptimizer(Optimizer):
         if len(self._batch_scores) == len(self._batch):  # previous batch complete
             self._batch = self._es.ask()
             self._batch_scores = []
-        z = self._batch[len(self._batch_scores)]
+            self._batch_asked = 0
+        z = self._batch[self._batch_asked]
+        self._batch_asked += 1
         candidate = project_to_sum_one(self.center + self.basis @ z)  # fixes rounding
         if self.config.nonnegative:
             candidate = make_convex(candidate)
         return candidate
+
+    def _capacity(self) -> int:
+        if self._es is None:
+            return 1  # the first proposal starts CMA at the best init vector
+        if len(self._batch_scores) == len(self._batch):
+            return int(self._es.popsize)
+        return len(self._batch) - self._batch_asked
 
     def _observe(self, candidate: Vector, score: float) -> None:
         assert self._es is not None and self.best is not None

@@ -14,7 +14,6 @@ import logging
 import math
 import numbers
 import os
-import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,12 +22,14 @@ import numpy.typing as npt
 
 from lcsc.ema import default_ema_rates, ema_coefficients
 from lcsc.errors import SearchError
+from lcsc.search import distributed as spread
 from lcsc.search.base import Optimizer, SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
 from lcsc.search.history import History, make_header
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.subspace import SubspaceConfig
 from lcsc.threads import using as using_threads
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
@@ -37,7 +38,8 @@ if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
 log = logging.getLogger(__name__)
 
 METHODS: dict[str, type[SearchConfig]] = {
-    config.method: config for config in (EvolutionaryConfig, CMAESConfig, RandomConfig)
+    config.method: config
+    for config in (EvolutionaryConfig, CMAESConfig, RandomConfig, SubspaceConfig)
 }
 INIT_SUM_TOLERANCE = 1e-9
 
@@ -103,6 +105,7 @@ def iterate(
     seed: int = 0,
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
+    pool: spread.LocalPool | None = None,
 ) -> Generator[Evaluation, None, None]:
     """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
 
@@ -118,6 +121,8 @@ def iterate(
             existing workdir is resumed, if it holds the same search.
         identity: JSON-able description of what is searched over (e.g. trajectory
             steps and fingerprint), checked on resume.
+        pool: where candidates are scored (default: one at a time in this process;
+            :func:`minimize` passes a process-group pool under torchrun).
 
     Arguments are checked at once; the workdir is opened (and locked) on the first
     ``next()`` and released when the generator finishes or is closed.
@@ -130,11 +135,11 @@ def iterate(
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
-    return _search(score_fn, init_arr, config, budget, seed, history)
+    return _search(pool or spread.LocalPool(score_fn), init_arr, config, budget, seed, history)
 
 
 def _search(
-    score_fn: ScoreFn,
+    pool: spread.LocalPool,
     init: npt.NDArray[np.float64],
     config: SearchConfig,
     budget: int,
@@ -143,23 +148,26 @@ def _search(
 ) -> Generator[Evaluation, None, None]:
     optimizer = config.make_optimizer(init, seed)
     try:
-        done = 0
+        index = 0
         if history is not None:
             for evaluation in _replay(optimizer, history):
-                done += 1
+                index += 1
                 yield evaluation
-        for index in range(done, budget):
-            candidate = optimizer.ask()
-            if not np.isfinite(candidate).all():
-                raise SearchError(
-                    f"the search diverged: candidate {index} has non-finite coefficients "
-                    "(is the objective unbounded below?)"
-                )
-            score, wall_time_s = _evaluate(score_fn, candidate, index, history)
-            if history is not None:  # logged before anyone sees it: a kill loses nothing
-                history.append(index, candidate, score, wall_time_s)
-            optimizer.tell(score)
-            yield Evaluation(index, _readonly(candidate), score, wall_time_s)
+        while index < budget:
+            candidates = optimizer.ask_many(min(pool.size, budget - index))
+            for offset, candidate in enumerate(candidates):
+                if not np.isfinite(candidate).all():
+                    raise SearchError(
+                        f"the search diverged: candidate {index + offset} has non-finite "
+                        "coefficients (is the objective unbounded below?)"
+                    )
+            for candidate, outcome in zip(candidates, pool.map(candidates), strict=True):
+                score, wall_time_s = _outcome(outcome, candidate, index, history)
+                if history is not None:  # logged before anyone sees it: a kill loses nothing
+                    history.append(index, candidate, score, wall_time_s)
+                optimizer.tell(score)
+                yield Evaluation(index, _readonly(candidate), score, wall_time_s)
+                index += 1
     finally:
         if history is not None:
             history.close()
@@ -185,21 +193,22 @@ def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
         )
 
 
-def _evaluate(
-    score_fn: ScoreFn, candidate: npt.NDArray[np.float64], index: int, history: History | None
+def _outcome(
+    outcome: spread.Outcome,
+    candidate: npt.NDArray[np.float64],
+    index: int,
+    history: History | None,
 ) -> tuple[float, float]:
-    start = time.perf_counter()
-    try:
-        score = float(score_fn(candidate.copy()))  # a copy: the objective may mutate it
-    except Exception as exc:
+    """``(score, wall time)`` of a scored candidate; a failure raises :class:`SearchError`."""
+    if isinstance(outcome, (BaseException, str)):
+        error = outcome if isinstance(outcome, str) else f"{type(outcome).__name__}: {outcome}"
         where = ""
         if history is not None:
-            path = history.save_failed(index, candidate, f"{type(exc).__name__}: {exc}")
+            path = history.save_failed(index, candidate, error)
             where = f" (coefficients saved to {path})"
-        raise SearchError(
-            f"objective failed on candidate {index}{where}: {type(exc).__name__}: {exc}"
-        ) from exc
-    wall_time_s = time.perf_counter() - start
+        cause = outcome if isinstance(outcome, BaseException) else None
+        raise SearchError(f"objective failed on candidate {index}{where}: {error}") from cause
+    score, wall_time_s = outcome
     if not math.isfinite(score):
         log.warning("candidate %d scored %r; it ranks last", index, score)
         score = math.nan
@@ -221,15 +230,57 @@ def minimize(
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
     callback: Callable[[Evaluation], None] | None = None,
+    distributed: bool | None = None,
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
+
+    ``distributed`` (default: whenever a ``torch.distributed`` group of several processes is
+    initialised, e.g. under torchrun) spreads the candidates of each generation over the
+    group's processes, which must all make this call (:mod:`lcsc.search.distributed`);
+    rank 0 alone writes the workdir and calls ``callback``; every rank returns the result.
 
     Raises:
         SearchError: bad arguments, a workdir holding another search, a failing
             objective, or no finite score at all.
     """
+    if not spread.active(distributed):
+        return _minimize(score_fn, init, method, budget, seed, workdir, identity, callback, None)
+    import torch.distributed as dist
+
+    if dist.get_rank() != 0:
+        spread.serve(score_fn)
+        return spread.share_result(None)
+    pool = spread.ProcessGroupPool(score_fn)
+    try:
+        result = _minimize(score_fn, init, method, budget, seed, workdir, identity, callback, pool)
+    except BaseException as exc:
+        pool.close()
+        spread.share_failure(exc)
+        raise
+    pool.close()
+    return spread.share_result(result)
+
+
+def _minimize(
+    score_fn: ScoreFn,
+    init: npt.ArrayLike,
+    method: Method,
+    budget: int,
+    seed: int,
+    workdir: Workdir,
+    identity: dict[str, Any] | None,
+    callback: Callable[[Evaluation], None] | None,
+    pool: spread.LocalPool | None,
+) -> SearchResult:
     evaluations = iterate(
-        score_fn, init, method, budget=budget, seed=seed, workdir=workdir, identity=identity
+        score_fn,
+        init,
+        method,
+        budget=budget,
+        seed=seed,
+        workdir=workdir,
+        identity=identity,
+        pool=pool,
     )
     history: list[Evaluation] = []
     with contextlib.closing(evaluations):  # a raising callback still releases the workdir
@@ -270,6 +321,7 @@ def run(
     callback: Callable[[Evaluation], None] | None = None,
     ema_rates: Sequence[float] | None = None,
     threads: int | None = None,
+    distributed: bool | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -279,7 +331,7 @@ def run(
     default grid). The trajectory's steps and fingerprint guard a resumed workdir
     against a changed trajectory. The search runs with ``threads`` torch threads (default:
     :func:`lcsc.threads.default_threads`, safe on shared cores), restored afterwards. See
-    :func:`minimize` for the other arguments.
+    :func:`minimize` for the other arguments (``distributed`` included).
     """
     _check_count("budget", budget, 1)  # fail before the trajectory does any work
     _check_count("seed", seed, 0)
@@ -311,4 +363,5 @@ def run(
             workdir=workdir,
             identity=identity,
             callback=callback,
+            distributed=distributed,
         )
