@@ -72,13 +72,24 @@ def test_cli_rejects_bad_thread_count(recorded: Path, capsys: pytest.CaptureFixt
     assert out.exists()
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_cli_prefers_passive_openmp_wait(given: str | None, expected: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if given is not None:
-        env["OMP_WAIT_POLICY"] = given
-    code = "import os, sys, lcsc.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, ["PASSIVE", str(threads.default_threads())]),
+        ({"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "2"}, ["ACTIVE", "2"]),
+    ],
+)
+def test_cli_prepares_openmp_before_torch(given: dict[str, str], expected: list[str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    code = (
+        "import os, sys, lcsc.cli, torch\n"
+        "print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
     )
-    assert out.stdout.split() == [expected, "True"]
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **given},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.split() == [*expected, expected[1]]  # torch started with that count

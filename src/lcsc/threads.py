@@ -6,7 +6,7 @@ the demo's trajectory took 3.2 s instead of 13 ms on 2 shared cores (``benchmark
 docs/benchmarks.md). The policy here: ``OMP_NUM_THREADS`` when the user set it, else half the
 CPUs this process may run on (1 on a 2-core machine), leaving room for a neighbour. The CLI also
 asks OpenMP to sleep rather than spin at barriers (``OMP_WAIT_POLICY=PASSIVE``), which OpenMP
-reads once, when torch loads it: :func:`prefer_passive_wait` must run before ``import torch``.
+reads once, when torch loads it: :func:`prepare_environment` must run before ``import torch``.
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ def check_threads(threads: int, name: str = "threads") -> int:
     return threads
 
 
-def prefer_passive_wait() -> None:
-    """Make OpenMP threads sleep at barriers unless the user chose a wait policy.
-
-    Only effective before torch (and so OpenMP) is loaded; the CLI calls it first thing.
-    """
+def prepare_environment() -> None:
+    """Before torch and numpy load: OpenMP threads sleep at barriers (unless the user chose a
+    wait policy), and OpenMP/BLAS start with :func:`default_threads` threads (unless
+    ``OMP_NUM_THREADS`` is set), so numpy's BLAS follows the policy too. The CLI calls it
+    first thing; later it has no effect on libraries already loaded."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault(ENV_THREADS, str(default_threads()))
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from lcsc import threads
 
-threads.prefer_passive_wait()  # before the command modules import torch (and OpenMP)
+threads.prepare_environment()  # before the command modules import torch, numpy, OpenMP
 
 from lcsc import __version__  # noqa: E402
 from lcsc.cli import core, demo, generative  # noqa: E402

@@ -30,7 +30,8 @@ Vector = npt.NDArray[np.float64]
 # What scoring one candidate gave: (score, wall seconds), or the exception it raised (locally)
 # or its "Type: message" text (from another rank).
 Outcome = tuple[float, float] | BaseException | str
-_EVAL, _STOP, _RESULT, _FAILED = "eval", "stop", "result", "failed"
+_EVAL_CODE = 1
+_RESULT, _FAILED = "result", "failed"
 
 
 def score_timed(score_fn: Callable[[Vector], float], candidate: Vector) -> tuple[float, float]:
@@ -76,27 +77,61 @@ class ProcessGroupPool(LocalPool):
     def map(self, candidates: Sequence[Vector]) -> list[Outcome]:
         if not 1 <= len(candidates) <= self.size:
             raise ValueError(f"a round holds 1..{self.size} candidates, got {len(candidates)}")
-        self.dist.broadcast_object_list([(_EVAL, [np.asarray(c) for c in candidates])], src=0)
+        batch = np.stack(candidates)
+        _broadcast_round(self.dist, batch)
         mine = _score_or_error(self.score_fn, candidates[0])
-        outcomes = _gather(self.dist, _portable(mine), self.size)
+        outcomes = _gather(self.dist, mine, self.size)
         return [mine, *outcomes[1 : len(candidates)]]
 
     def close(self) -> None:
         if self._open:  # release the other ranks' serve() loops
             self._open = False
-            self.dist.broadcast_object_list([(_STOP, None)], src=0)
+            _broadcast_round(self.dist, None)
 
 
-def _portable(outcome: Outcome) -> Outcome:
-    """An exception as ``"Type: message"``: exceptions need not pickle."""
-    if isinstance(outcome, BaseException):
-        return f"{type(outcome).__name__}: {outcome}"
-    return outcome
+# A round is three small tensor collectives (header, candidates, outcomes), plus one object
+# collective for the error texts only when a candidate failed.
+def _broadcast_round(dist: Any, batch: npt.NDArray[np.float64] | None) -> None:
+    import torch
+
+    shape = (0, 0) if batch is None else batch.shape
+    dist.broadcast(torch.tensor([_EVAL_CODE if batch is not None else 0, *shape]), src=0)
+    if batch is not None:
+        dist.broadcast(torch.from_numpy(batch), src=0)
+
+
+def _receive_round(dist: Any) -> npt.NDArray[np.float64] | None:
+    import torch
+
+    header = torch.zeros(3, dtype=torch.int64)
+    dist.broadcast(header, src=0)
+    code, n, k = (int(v) for v in header)
+    if code != _EVAL_CODE:
+        return None
+    batch = torch.zeros(n, k, dtype=torch.float64)
+    dist.broadcast(batch, src=0)
+    return batch.numpy()
 
 
 def _gather(dist: Any, outcome: Outcome, size: int) -> list[Outcome]:
-    out: list[Any] = [None] * size
-    dist.all_gather_object(out, outcome)
+    """Every rank's outcome, in rank order; exceptions come back as ``"Type: message"``."""
+    import torch
+
+    failed = isinstance(outcome, (BaseException, str))
+    score, wall = (np.nan, 0.0) if failed else outcome  # type: ignore[misc]
+    mine = torch.tensor([score, wall, float(failed)], dtype=torch.float64)
+    parts = [torch.zeros(3, dtype=torch.float64) for _ in range(size)]
+    dist.all_gather(parts, mine)
+    out: list[Outcome] = [(float(p[0]), float(p[1])) for p in parts]
+    if any(bool(p[2]) for p in parts):  # exceptions need not pickle: send their text
+        text = (
+            f"{type(outcome).__name__}: {outcome}"
+            if isinstance(outcome, BaseException)
+            else outcome
+        )
+        texts: list[Any] = [None] * size
+        dist.all_gather_object(texts, text if failed else None)
+        out = [t if t is not None else o for t, o in zip(texts, out, strict=True)]
     return out
 
 
@@ -105,15 +140,10 @@ def serve(score_fn: Callable[[Vector], float]) -> None:
     import torch.distributed as dist
 
     rank, size = dist.get_rank(), dist.get_world_size()
-    while True:
-        message: list[Any] = [None]
-        dist.broadcast_object_list(message, src=0)
-        kind, candidates = message[0]
-        if kind == _STOP:
-            return
+    while (batch := _receive_round(dist)) is not None:
         mine: Outcome = (np.nan, 0.0)  # this rank has no candidate this round
-        if rank < len(candidates):
-            mine = _portable(_score_or_error(score_fn, np.array(candidates[rank])))
+        if rank < len(batch):
+            mine = _score_or_error(score_fn, batch[rank].copy())
         _gather(dist, mine, size)
 
 

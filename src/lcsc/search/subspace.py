@@ -16,10 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from lcsc.errors import SearchError
-from lcsc.search.cmaes import CMAESConfig
+from lcsc.search.base import Vector
+from lcsc.search.cmaes import CMAESConfig, CMAESOptimizer
+from lcsc.search.space import sum_zero_basis
 
 BASES = ("bspline", "ema")
-_DROP_TOLERANCE = 1e-10  # a profile that is (numerically) in the span of the previous ones
+_DROP_TOLERANCE = 1e-6  # a profile that is (numerically) in the span of the previous ones
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -33,6 +35,9 @@ class SubspaceConfig(CMAESConfig):
         degree: B-spline degree (``basis="bspline"``).
         sigma_scale: initial step size times ``K`` (``sigma0 = sigma_scale / K``), per
             direction of the subspace.
+        full_after: after this many evaluations (init rows included), at the end of a CMA
+            population, go on with CMA-ES in the whole hyperplane around the best point so
+            far, with step ``full_sigma_scale / K``; ``None`` stays in the subspace.
     """
 
     method = "subspace"
@@ -40,6 +45,8 @@ class SubspaceConfig(CMAESConfig):
     dims: int = 16
     degree: int = 3
     sigma_scale: float = 4.0
+    full_after: int | None = None
+    full_sigma_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,6 +56,11 @@ class SubspaceConfig(CMAESConfig):
             )
         self._check_int("dims", 1)
         self._check_int("degree", 0)
+        self._check_int("full_after", 1, optional=True)
+        self._check_positive("full_sigma_scale")
+
+    def make_optimizer(self, init: npt.ArrayLike, seed: int) -> SubspaceOptimizer:
+        return SubspaceOptimizer(init, self, seed)
 
     def search_basis(self, k: int) -> npt.NDArray[np.float64]:
         r = min(self.dims, k - 1)
@@ -57,6 +69,24 @@ class SubspaceConfig(CMAESConfig):
         else:
             profiles = ema_profiles(k, r + 1)
         return orthonormal_sum_zero(profiles)
+
+
+class SubspaceOptimizer(CMAESOptimizer):
+    """CMA-ES in the subspace, then (``full_after``) in the whole hyperplane."""
+
+    config: SubspaceConfig
+
+    def _observe(self, candidate: Vector, score: float) -> None:
+        super()._observe(candidate, score)
+        limit = self.config.full_after
+        population_done = len(self._batch_scores) == len(self._batch)
+        if limit is None or self.basis.shape[1] == self.k - 1 or not population_done:
+            return
+        if self.n_told + 1 >= limit:  # n_told counts up after _observe
+            assert self.best is not None
+            self.basis = sum_zero_basis(self.k)
+            self.sigma0 = self.config.full_sigma_scale / self.k
+            self._start(self.best[1])
 
 
 def bspline_profiles(k: int, count: int, degree: int) -> npt.NDArray[np.float64]:
@@ -104,6 +134,7 @@ def orthonormal_sum_zero(profiles: npt.NDArray[np.float64]) -> npt.NDArray[np.fl
         for _ in range(2):  # twice is enough for orthogonality to rounding error
             for q in columns:
                 v -= (q @ v) * q
+            v -= v.mean()  # stay sum-zero despite rounding
         norm = float(np.linalg.norm(v))
         if norm > _DROP_TOLERANCE * max(1.0, float(np.linalg.norm(centred[:, j]))):
             columns.append(v / norm)
