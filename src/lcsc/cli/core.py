@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from lcsc.cli.common import add_selection, add_threads, open_selection
+from lcsc.search import DEFAULT_METHOD, METHODS
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -130,7 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="keyword argument for the factory (repeatable)",
     )
-    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
+    p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD)
     p.add_argument("--budget", type=int, required=True, help="number of evaluations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
