@@ -118,6 +118,11 @@ class SearchConfig(ABC):
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> Optimizer:
         """A fresh optimizer starting from ``init`` (shape ``(P, K)``)."""
 
+    def span(self, init: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+        """Vectors ``(m, K)`` whose span holds (nearly) every candidate, or None: lets
+        :func:`lcsc.search.run` combine from ``m`` precomputed models."""
+        return None
+
     # Validators coerce in place (the dataclass is frozen, hence object.__setattr__) so
     # that e.g. ``2`` and ``2.0`` give the same config and the same search.json.
     def _check_int(self, name: str, minimum: int, *, optional: bool = False) -> None:

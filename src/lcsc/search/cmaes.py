@@ -30,6 +30,8 @@ class CMAESConfig(SearchConfig):
         sigma_scale: initial step size times ``K`` (``sigma0 = sigma_scale / K``).
         popsize: candidates per CMA iteration; ``None`` is pycma's default
             ``4 + 3 ln(K - 1)``.
+        diagonal: learn a diagonal covariance only (sep-CMA, pycma's ``CMA_diagonal``):
+            fewer parameters to learn, so it adapts sooner in many dimensions.
         step_damping: factor on pycma's step-size damping (``CSA_dampfac``); below 1 the
             step size adapts faster, which recovers sooner from a too large ``sigma_scale``.
         nonnegative: evaluate the convex version (clip, renormalise) of each candidate;
@@ -39,12 +41,14 @@ class CMAESConfig(SearchConfig):
     method = "cmaes"
     sigma_scale: float = 2.0
     popsize: int | None = None
+    diagonal: bool = False
     step_damping: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_positive("sigma_scale")
         self._check_int("popsize", 2, optional=True)
+        self._check_bool("diagonal")
         self._check_positive("step_damping")
 
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> CMAESOptimizer:
@@ -93,6 +97,8 @@ class CMAESOptimizer(Optimizer):
         }
         if self.config.popsize is not None:
             options["popsize"] = self.config.popsize
+        if self.config.diagonal:
+            options["CMA_diagonal"] = True
         if self.config.step_damping != 1.0:
             options["CSA_dampfac"] = self.config.step_damping
         self._es = cma.CMAEvolutionStrategy(np.zeros(self.basis.shape[1]), self.sigma0, options)

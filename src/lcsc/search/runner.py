@@ -31,6 +31,7 @@ from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
 from lcsc.search.subspace import SubspaceConfig
 from lcsc.threads import using as using_threads
+from lcsc.trajectory.span import SpanCombiner
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -312,6 +313,20 @@ def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.
     return np.stack(rows)
 
 
+def _span_combiner(
+    trajectory: TrajectoryLike,
+    config: SearchConfig,
+    init: npt.NDArray[np.float64],
+    budget: int,
+) -> TrajectoryLike | SpanCombiner:
+    """A :class:`SpanCombiner` when the method searches a span of at most K/4 vectors and
+    the budget repays computing their models; else the trajectory itself."""
+    span = config.span(init)
+    if span is None or 4 * len(span) > init.shape[1] or budget < 2 * len(span):
+        return trajectory
+    return SpanCombiner.build(trajectory, span) or trajectory
+
+
 def run(
     trajectory: TrajectoryLike,
     objective: Callable[[dict[str, torch.Tensor]], float],
@@ -353,10 +368,12 @@ def run(
         )
     identity = {"steps": steps, "fingerprint": trajectory.fingerprint()}
 
-    def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
-        return objective(trajectory.combine(coefficients))
-
     with using_threads(threads):
+        combiner = _span_combiner(trajectory, resolve_method(method), init_arr, budget)
+
+        def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
+            return objective(combiner.combine(coefficients))
+
         return minimize(
             score_fn,
             init_arr,

@@ -62,6 +62,10 @@ class SubspaceConfig(CMAESConfig):
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> SubspaceOptimizer:
         return SubspaceOptimizer(init, self, seed)
 
+    def span(self, init: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        # Candidates are an init row plus basis directions (until a switch to full_after).
+        return np.vstack([init, self.search_basis(init.shape[1]).T])
+
     def search_basis(self, k: int) -> npt.NDArray[np.float64]:
         r = min(self.dims, k - 1)
         if self.basis == "bspline":
