@@ -25,6 +25,7 @@ import torch
 
 from lcsc.threads import default_threads
 from lcsc.trajectory import Recorder, Trajectory
+from lcsc.trajectory.span import SpanCombiner
 
 
 def make_trajectory(directory: Path, k: int, params: int, compact: bool) -> None:
@@ -69,15 +70,33 @@ def mmap_scan(paths: list[Path]) -> float:
     return time.perf_counter() - start
 
 
+def time_span(traj: Trajectory, m: int, repeats: int, direct: float) -> tuple:
+    """SpanCombiner: build time for ``m`` models and one in-span combine, against ``direct``."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(m, len(traj))) / len(traj)
+    start = time.perf_counter()
+    combiner = SpanCombiner.build(traj, vectors)
+    build = time.perf_counter() - start
+    assert combiner is not None
+    a = vectors.T @ rng.normal(size=m)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        combiner.combine(a)
+        times.append(time.perf_counter() - start)
+    return m, build, min(times), direct
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--params", type=int, default=5_000_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--span", type=int, default=24, help="models of a subspace search's span")
     args = ap.parse_args()
     torch.set_num_threads(default_threads())
     root = Path(tempfile.mkdtemp(prefix="lcsc-bench-"))
-    rows = []
+    rows, span_rows = [], []
     try:
         for storage in ("float32", "compact"):
             d = root / storage
@@ -104,6 +123,8 @@ def main() -> None:
             values = len(traj) * traj.num_parameters
             med = statistics.median(times)
             rows.append((storage, traj.nbytes, values, floor, scan, min(opened), best, med))
+            if storage == "float32":
+                span_rows.append(time_span(traj, args.span, args.repeats, best))
             shutil.rmtree(d)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -123,6 +144,10 @@ def main() -> None:
             f" {opened / scan:.2f}x | {best:.3f} | {med:.3f} | {best / floor:.2f}x |"
             f" {best / scan:.2f}x | {values / best / 1e9:.2f} |"
         )
+    print("\n| span models m | build s | in-span combine s | direct combine s | speed-up |")
+    print("|---|---|---|---|---|")
+    for m, build, span, direct in span_rows:
+        print(f"| {m} | {build:.2f} | {span:.4f} | {direct:.3f} | {direct / span:.1f}x |")
 
 
 if __name__ == "__main__":
