@@ -11,8 +11,9 @@ from lcsc.errors import SearchError
 from lcsc.search import CMAESConfig, EvolutionaryConfig, RandomConfig, minimize
 from lcsc.search.cmaes import finite_scores
 from lcsc.search.evolutionary import EvolutionaryOptimizer
+from lcsc.search.subspace import SubspaceConfig
 
-CONFIGS = [EvolutionaryConfig(), CMAESConfig(), RandomConfig()]
+CONFIGS = [EvolutionaryConfig(), CMAESConfig(), RandomConfig(), SubspaceConfig(dims=4)]
 TINY = 1e-9  # mutation scale that leaves children equal to their crossover up to ~1e-11
 
 

@@ -22,7 +22,7 @@ BUDGET = 60
 # P = 3 init rows; generations of 10 children start at 3, 13, 23, ...; CMA batches of
 # popsize 10 (pycma's default for K - 1 = 9) start at 3, 13, 23, ... too.
 STOPS = [1, 3, 8, 13, 27]
-METHODS = ["evolutionary", "cmaes", "random"]
+METHODS = ["evolutionary", "cmaes", "random", "subspace"]
 
 
 @pytest.fixture

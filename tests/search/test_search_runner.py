@@ -12,7 +12,7 @@ import pytest
 from lcsc.errors import SearchError
 from lcsc.search import SearchResult, iterate, minimize
 
-METHODS = ["evolutionary", "cmaes", "random"]
+METHODS = ["evolutionary", "cmaes", "random", "subspace"]
 
 
 def test_result_holds_the_lowest_score_and_every_evaluation(make_init, make_quadratic) -> None:

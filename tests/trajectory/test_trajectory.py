@@ -9,6 +9,7 @@ import torch
 from lcsc.checkpoint import write_checkpoint
 from lcsc.errors import CheckpointError, LcscError, TrajectoryError
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.trajectory import all_finite
 
 
 def _reference_sum(states: list[dict[str, torch.Tensor]], a: np.ndarray) -> dict[str, torch.Tensor]:
@@ -116,6 +117,33 @@ def _write_pair(tmp_path: Path, second: dict[str, torch.Tensor]) -> list[Path]:
     write_checkpoint(paths[0], {"w": torch.zeros(2, 3), "b": torch.zeros(3)})
     write_checkpoint(paths[1], second)
     return paths
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_agrees_with_the_exact_check(dtype: torch.dtype) -> None:
+    big = torch.finfo(dtype).max
+    cases = [
+        torch.zeros(0, dtype=dtype),
+        torch.randn(1000, dtype=dtype),
+        torch.full((64,), big, dtype=dtype),  # finite values whose sum overflows
+        torch.tensor([big, -big, big, big], dtype=dtype),
+        torch.tensor([1.0, float("nan")], dtype=dtype),
+        torch.tensor([float("inf"), float("-inf")], dtype=dtype),  # the sum is NaN
+        torch.tensor([float("inf"), 1.0], dtype=dtype),
+        torch.tensor([big, float("-inf")], dtype=dtype),
+        torch.tensor([-1.0, float("nan"), 2.0] + [0.0] * 5000, dtype=dtype),
+        torch.cat([torch.zeros(4097, dtype=dtype), torch.tensor([float("nan")], dtype=dtype)]),
+    ]
+    for t in cases:
+        assert all_finite(t) == bool(torch.isfinite(t).all()), t
+
+
+def test_open_accepts_finite_values_whose_sum_overflows(tmp_path: Path) -> None:
+    big = torch.finfo(torch.float32).max
+    traj = Trajectory.from_files(
+        _write_pair(tmp_path, {"w": torch.full((2, 3), big), "b": torch.full((3,), big)})
+    )
+    assert len(traj) == 2
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,16 @@ def add_objective(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads N``, applied by :func:`lcsc.cli.main` (see :mod:`lcsc.threads`)."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: OMP_NUM_THREADS, else half the CPUs)",
+    )
+
+
 def open_selection(args: argparse.Namespace) -> Trajectory:
     """The trajectory named by :func:`add_selection`'s arguments."""
     traj = Trajectory.from_paths(args.paths, **source_options(args))

@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcsc.cli.common import add_selection, add_source, open_selection, source_options
+from lcsc.cli.common import (
+    add_selection,
+    add_source,
+    add_threads,
+    open_selection,
+    source_options,
+)
+from lcsc.search import DEFAULT_METHOD, METHODS
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
@@ -55,6 +62,14 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from lcsc.search.distributed import process_group_from_env
+
+    # Under torchrun every rank scores candidates; rank 0 owns the workdir and the outputs.
+    with process_group_from_env():
+        return _search(args)
+
+
+def _search(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lcsc import search
@@ -66,9 +81,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     objective = load_objective(args.objective, kwargs)
     validation = _validation(args)
     penalty = None if args.penalty is None else search.Penalty(args.penalty)
+    from lcsc.search.distributed import is_leader
+
+    leader = is_leader()
     traj = open_selection(args)
     workdir = Path(args.workdir)
-    with tqdm(total=args.budget, desc=f"lcsc search ({args.method})", unit="eval") as bar:
+    desc = f"lcsc search ({args.method})"
+    with tqdm(total=args.budget, desc=desc, unit="eval", disable=not leader) as bar:
         best = float("inf")
 
         def progress(ev: search.Evaluation) -> None:
@@ -80,7 +99,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 bar.update(1)
 
         def resumed(count: int) -> None:
-            tqdm.write(f"resuming: {count} evaluations replayed from {workdir / HISTORY_FILE}")
+            if leader:
+                tqdm.write(f"resuming: {count} evaluations replayed from {workdir / HISTORY_FILE}")
             bar.reset()  # rate and ETA count new evaluations only
             bar.initial = bar.n = bar.last_print_n = count
             bar.refresh()
@@ -98,6 +118,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             validation=validation,
             penalty=penalty,
         )
+    if not leader:
+        return 0
     traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
     if traj.writes_folder(workdir / "best"):  # a diffusers component: also from_pretrained
         traj.save_combination(workdir / "best", result.best_coefficients)
@@ -215,6 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         " suffix) gets the weights and the component's config.json, loadable with"
         " from_pretrained",
     )
+    add_threads(p)
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("search", help="search the best combination (resumable)")
@@ -235,10 +258,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--method",
-        choices=["evolutionary", "cmaes", "random"],
-        default="evolutionary",
-        help="search algorithm: the paper's evolutionary search, CMA-ES or random search"
-        " (default: evolutionary)",
+        choices=sorted(METHODS),
+        default=DEFAULT_METHOD,
+        help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, then the"
+        " whole hyperplane), the paper's evolutionary search, CMA-ES or random search"
+        f" (default: {DEFAULT_METHOD})",
     )
     p.add_argument(
         "--budget",
@@ -296,4 +320,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="search state and outputs (history.jsonl, best.safetensors, best_coefficients.json,"
         " best/ for a diffusers component); rerunning the same command resumes",
     )
+    add_threads(p)
     p.set_defaults(func=_cmd_search)

@@ -6,7 +6,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from lcsc.cli.common import StageBars
+from lcsc.cli.common import StageBars, add_threads
+from lcsc.search import DEFAULT_METHOD, METHODS
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -47,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: a temp dir)")
     p.add_argument("--iterations", type=int, default=6000)
     p.add_argument("--budget", type=int, default=1000, help="search evaluations")
-    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
+    p.add_argument("--method", choices=sorted(METHODS), default=DEFAULT_METHOD)
     p.add_argument("--seed", type=int, default=0)
+    add_threads(p)
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("evaluate", help="held-out FD, KID, precision and recall of a checkpoint")

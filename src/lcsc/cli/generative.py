@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lcsc.cli.common import add_threads
 from lcsc.errors import LcscError
 
 DEFAULT_NFE = {"cm": 1, "dpmpp": 15, "heun": 35, "euler": 35}
@@ -75,16 +76,11 @@ def _train_config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
     from lcsc.cli.common import StageBars
-    from lcsc.config import integer
     from lcsc.reference.generative.data import load_dataset
     from lcsc.reference.generative.networks import num_parameters
     from lcsc.reference.generative.training import train
 
-    if args.threads is not None:
-        torch.set_num_threads(integer("threads", args.threads, 1))
     data = load_dataset(args.data, "train")
     config = _train_config(args, data.spec.shape)
     with StageBars(prefix=f"{args.kind} ") as bars:
@@ -195,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, help="U-Net base channels (default 32)")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--compact", action="store_true", help="store float16 checkpoint deltas")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_schedule_flags(p)
     p.set_defaults(func=_cmd_train)

@@ -7,6 +7,7 @@ lets a search resume exactly by replaying its history (see :mod:`lcsc.search.his
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from abc import ABC, abstractmethod
@@ -31,7 +32,8 @@ class Optimizer(ABC):
 
     The first ``P`` candidates are the rows of ``init`` (shape ``(P, K)``), in order;
     subclasses propose the following ones in :meth:`_propose` and learn from their
-    scores in :meth:`_observe`. ``ask`` and ``tell`` must alternate.
+    scores in :meth:`_observe`. ``ask`` and ``tell`` alternate; :meth:`ask_many` hands out
+    what :meth:`_capacity` allows before the next tell.
     """
 
     def __init__(self, init: npt.ArrayLike, seed: int) -> None:
@@ -40,7 +42,7 @@ class Optimizer(ABC):
         self.rng = np.random.default_rng(seed)
         self.init_scores: list[float] = []  # ranking scores of the init rows
         self.n_told = 0
-        self._pending: Vector | None = None
+        self._pending: collections.deque[Vector] = collections.deque()
 
     @property
     def best_init(self) -> Vector:
@@ -49,26 +51,41 @@ class Optimizer(ABC):
 
     def ask(self) -> Vector:
         """Return the next candidate, shape ``(K,)``, float64, summing to one."""
-        if self._pending is not None:
+        if self._pending:
             raise RuntimeError("ask() called twice without tell()")
-        if self.n_told < len(self.init):
-            candidate = self.init[self.n_told].copy()
-        else:
-            candidate = self._propose()
-        self._pending = candidate
-        return candidate.copy()  # the caller may mutate its copy freely
+        return self.ask_many(1)[0]
+
+    def ask_many(self, limit: int) -> list[Vector]:
+        """Up to ``limit`` next candidates (at least one) that need no score of each other:
+        the rest of the init rows, or of the current generation / CMA population. Tell their
+        scores in order. Asking several at once proposes the same candidates as asking them
+        one by one, so a search spread over processes equals the one-process search."""
+        if self._pending:
+            raise RuntimeError("ask_many() called with candidates not yet told")
+        remaining_init = len(self.init) - self.n_told
+        count = max(1, min(limit, remaining_init if remaining_init > 0 else self._capacity()))
+        for j in range(count):
+            if j < remaining_init:
+                self._pending.append(self.init[self.n_told + j].copy())
+            else:
+                self._pending.append(self._propose())
+        return [c.copy() for c in self._pending]  # the caller may mutate its copies freely
 
     def tell(self, score: float) -> None:
-        """Report the score of the last asked candidate (lower is better)."""
-        if self._pending is None:
+        """Report the score of the oldest asked, untold candidate (lower is better)."""
+        if not self._pending:
             raise RuntimeError("tell() called without ask()")
-        candidate, self._pending = self._pending, None
+        candidate = self._pending.popleft()
         ranked = rank_score(float(score))
         if self.n_told < len(self.init):
             self.init_scores.append(ranked)
         else:
             self._observe(candidate, ranked)
         self.n_told += 1
+
+    def _capacity(self) -> int:
+        """How many proposals may be made before any of them is told (at least 1)."""
+        return 1
 
     @abstractmethod
     def _propose(self) -> Vector:
@@ -97,3 +114,8 @@ class SearchConfig(Config, ABC):
     @abstractmethod
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> Optimizer:
         """A fresh optimizer starting from ``init`` (shape ``(P, K)``)."""
+
+    def span(self, init: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+        """Vectors ``(m, K)`` whose span holds (nearly) every candidate, or None: lets
+        :func:`lcsc.search.run` combine from ``m`` precomputed models."""
+        return None

@@ -72,6 +72,9 @@ class EvolutionaryOptimizer(Optimizer):
             self._parent_pool = [self.population[i] for i in order]
         return self._make_child(self._parent_pool)
 
+    def _capacity(self) -> int:
+        return self.config.children_per_generation - len(self._generation)
+
     def _observe(self, candidate: Vector, score: float) -> None:
         self._generation.append((candidate, score))
         if len(self._generation) == self.config.children_per_generation:

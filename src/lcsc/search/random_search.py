@@ -44,5 +44,8 @@ class RandomOptimizer(Optimizer):
             candidate = make_convex(candidate)
         return candidate
 
+    def _capacity(self) -> int:
+        return 1 << 30  # independent samples: any number at once
+
     def _observe(self, candidate: Vector, score: float) -> None:
         pass  # independent samples: nothing to learn

@@ -14,7 +14,6 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +24,7 @@ import numpy.typing as npt
 from lcsc.config import integer
 from lcsc.ema import default_ema_rates, ema_coefficients
 from lcsc.errors import SearchError
+from lcsc.search import distributed as spread
 from lcsc.search.base import Optimizer, SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
@@ -32,7 +32,10 @@ from lcsc.search.history import History, make_header
 from lcsc.search.penalty import Penalty, PenaltyTerm
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.subspace import SubspaceConfig
 from lcsc.search.validation import SearchPath, Validation, callable_name, with_levers
+from lcsc.threads import using as using_threads
+from lcsc.trajectory.span import SpanCombiner
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -40,8 +43,11 @@ if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
 log = logging.getLogger(__name__)
 
 METHODS: dict[str, type[SearchConfig]] = {
-    config.method: config for config in (EvolutionaryConfig, CMAESConfig, RandomConfig)
+    config.method: config
+    for config in (EvolutionaryConfig, CMAESConfig, RandomConfig, SubspaceConfig)
 }
+# The method that reached the best held-out quality per evaluation (benchmarks/search_budget.py)
+DEFAULT_METHOD = "subspace"
 INIT_SUM_TOLERANCE = 1e-9
 
 ScoreFn = Callable[[npt.NDArray[np.float64]], float]
@@ -92,7 +98,7 @@ def check_init(init: npt.ArrayLike, config: SearchConfig) -> npt.NDArray[np.floa
 def iterate(
     score_fn: ScoreFn,
     init: npt.ArrayLike,
-    method: Method = "evolutionary",
+    method: Method = DEFAULT_METHOD,
     *,
     budget: int,
     seed: int = 0,
@@ -101,6 +107,7 @@ def iterate(
     on_resume: Callable[[int], None] | None = None,
     validation: Validation | None = None,
     penalty: Penalty | None = None,
+    pool: spread.LocalPool | None = None,
 ) -> Generator[Evaluation, None, None]:
     """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
 
@@ -108,7 +115,8 @@ def iterate(
         score_fn: objective, ``coefficients (K,) -> float``, lower is better.
         init: initial population, shape ``(P, K)``, rows summing to one; the first P
             candidates are these rows, in order.
-        method: ``"evolutionary"``, ``"cmaes"``, ``"random"`` or a config instance.
+        method: ``"subspace"`` (default), ``"evolutionary"`` (Algorithm 1), ``"cmaes"``,
+            ``"random"`` or a config instance.
         budget: total number of evaluations, replayed ones included. A workdir that
             already holds at least ``budget`` evaluations is only replayed.
         seed: seed of the optimizer's own random generator (>= 0).
@@ -122,6 +130,8 @@ def iterate(
             :class:`Penalty`); its settings join the workdir's identity.
         on_resume: called once with the number of evaluations replayed from the
             workdir, when there were any, before the first new evaluation.
+        pool: where candidates are scored (default: one at a time in this process;
+            :func:`minimize` passes a process-group pool under torchrun).
 
     Arguments are checked at once; the workdir is opened (and locked) on the first
     ``next()`` and released when the generator finishes or is closed.
@@ -136,11 +146,12 @@ def iterate(
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
-    return _search(score_fn, init_arr, config, budget, seed, history, path, on_resume)
+    pool = pool or spread.LocalPool(score_fn)
+    return _search(pool, init_arr, config, budget, seed, history, path, on_resume)
 
 
 def _search(
-    score_fn: ScoreFn,
+    pool: spread.LocalPool,
     init: npt.NDArray[np.float64],
     config: SearchConfig,
     budget: int,
@@ -151,35 +162,38 @@ def _search(
 ) -> Generator[Evaluation, None, None]:
     optimizer = config.make_optimizer(init, seed)
     try:
-        done = 0
+        index = 0
         if history is not None:
             for evaluation in _replay(optimizer, history, path):
-                done += 1
+                index += 1
                 yield evaluation
-            if done and on_resume is not None:
-                on_resume(done)
-        for index in range(done, budget):
-            if path.stopped:  # early stop: validation stopped improving
-                break
-            candidate = optimizer.ask()
-            if not np.isfinite(candidate).all():
-                raise SearchError(
-                    f"the search diverged: candidate {index} has non-finite coefficients "
-                    "(is the objective unbounded below?)"
+            if index and on_resume is not None:
+                on_resume(index)
+        while index < budget and not path.stopped:  # early stop: validation stopped improving
+            candidates = optimizer.ask_many(min(pool.size, budget - index))
+            for offset, candidate in enumerate(candidates):
+                if not np.isfinite(candidate).all():
+                    raise SearchError(
+                        f"the search diverged: candidate {index + offset} has non-finite "
+                        "coefficients (is the objective unbounded below?)"
+                    )
+            for candidate, outcome in zip(candidates, pool.map(candidates), strict=True):
+                score, wall_time_s = _outcome(outcome, candidate, index, history)
+                penalty, validated = path.step(index, candidate, score, history)
+                if history is not None:  # logged before anyone sees it: a kill loses nothing
+                    history.append(index, candidate, score, wall_time_s, validated)
+                optimizer.tell(score + penalty)
+                yield Evaluation(
+                    index,
+                    _readonly(candidate),
+                    score,
+                    wall_time_s,
+                    penalty=penalty,
+                    validation=validated,
                 )
-            score, wall_time_s = _evaluate(score_fn, candidate, index, history)
-            penalty, validated = path.step(index, candidate, score, history)
-            if history is not None:  # logged before anyone sees it: a kill loses nothing
-                history.append(index, candidate, score, wall_time_s, validated)
-            optimizer.tell(score + penalty)
-            yield Evaluation(
-                index,
-                _readonly(candidate),
-                score,
-                wall_time_s,
-                penalty=penalty,
-                validation=validated,
-            )
+                index += 1
+                if path.stopped:  # the rest of the batch is dropped, as one process never asks it
+                    break
     finally:
         if history is not None:
             history.close()
@@ -212,21 +226,22 @@ def _replay(optimizer: Optimizer, history: History, path: SearchPath) -> Iterato
         )
 
 
-def _evaluate(
-    score_fn: ScoreFn, candidate: npt.NDArray[np.float64], index: int, history: History | None
+def _outcome(
+    outcome: spread.Outcome,
+    candidate: npt.NDArray[np.float64],
+    index: int,
+    history: History | None,
 ) -> tuple[float, float]:
-    start = time.perf_counter()
-    try:
-        score = float(score_fn(candidate.copy()))  # a copy: the objective may mutate it
-    except Exception as exc:
+    """``(score, wall time)`` of a scored candidate; a failure raises :class:`SearchError`."""
+    if isinstance(outcome, (BaseException, str)):
+        error = outcome if isinstance(outcome, str) else f"{type(outcome).__name__}: {outcome}"
         where = ""
         if history is not None:
-            path = history.save_failed(index, candidate, f"{type(exc).__name__}: {exc}")
+            path = history.save_failed(index, candidate, error)
             where = f" (coefficients saved to {path})"
-        raise SearchError(
-            f"objective failed on candidate {index}{where}: {type(exc).__name__}: {exc}"
-        ) from exc
-    wall_time_s = time.perf_counter() - start
+        cause = outcome if isinstance(outcome, BaseException) else None
+        raise SearchError(f"objective failed on candidate {index}{where}: {error}") from cause
+    score, wall_time_s = outcome
     if not math.isfinite(score):
         log.warning("candidate %d scored %r; it ranks last", index, score)
         score = math.nan
@@ -241,7 +256,7 @@ def _readonly(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
 def minimize(
     score_fn: ScoreFn,
     init: npt.ArrayLike,
-    method: Method = "evolutionary",
+    method: Method = DEFAULT_METHOD,
     *,
     budget: int,
     seed: int = 0,
@@ -251,6 +266,7 @@ def minimize(
     validation: Validation | None = None,
     penalty: Penalty | None = None,
     on_resume: Callable[[int], None] | None = None,
+    distributed: bool | None = None,
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
 
@@ -258,10 +274,47 @@ def minimize(
     score, and the search ends early once ``validation.patience`` validations in a row did
     not improve on it (``SearchResult.stopped_early``).
 
+    ``distributed`` (default: whenever a ``torch.distributed`` group of several processes is
+    initialised, e.g. under torchrun) spreads the candidates of each generation over the
+    group's processes, which must all make this call (:mod:`lcsc.search.distributed`);
+    rank 0 alone writes the workdir and calls ``callback``; every rank returns the result.
+
     Raises:
         SearchError: bad arguments, a workdir holding another search, a failing
             objective, or no finite score at all.
     """
+    levers = {"validation": validation, "penalty": penalty, "on_resume": on_resume}
+    args = (score_fn, init, method, budget, seed, workdir, identity, callback)
+    if not spread.active(distributed):
+        return _minimize(*args, None, levers)
+    import torch.distributed as dist
+
+    if dist.get_rank() != 0:
+        spread.serve(score_fn)
+        return spread.share_result(None)
+    pool = spread.ProcessGroupPool(score_fn)
+    try:
+        result = _minimize(*args, pool, levers)
+    except BaseException as exc:
+        pool.close()
+        spread.share_failure(exc)
+        raise
+    pool.close()
+    return spread.share_result(result)
+
+
+def _minimize(
+    score_fn: ScoreFn,
+    init: npt.ArrayLike,
+    method: Method,
+    budget: int,
+    seed: int,
+    workdir: Workdir,
+    identity: dict[str, Any] | None,
+    callback: Callable[[Evaluation], None] | None,
+    pool: spread.LocalPool | None,
+    levers: dict[str, Any],
+) -> SearchResult:
     evaluations = iterate(
         score_fn,
         init,
@@ -270,9 +323,8 @@ def minimize(
         seed=seed,
         workdir=workdir,
         identity=identity,
-        validation=validation,
-        penalty=penalty,
-        on_resume=on_resume,
+        pool=pool,
+        **levers,
     )
     history: list[Evaluation] = []
     with contextlib.closing(evaluations):  # a raising callback still releases the workdir
@@ -280,7 +332,7 @@ def minimize(
             history.append(evaluation)
             if callback is not None:
                 callback(evaluation)
-    stopped_early = validation is not None and len(history) < budget
+    stopped_early = levers["validation"] is not None and len(history) < budget
     return SearchResult.from_history(
         history, resolve_method(method).method, seed, stopped_early=stopped_early
     )
@@ -304,10 +356,24 @@ def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.
     return np.stack(rows)
 
 
+def _span_combiner(
+    trajectory: TrajectoryLike,
+    config: SearchConfig,
+    init: npt.NDArray[np.float64],
+    budget: int,
+) -> TrajectoryLike | SpanCombiner:
+    """A :class:`SpanCombiner` when the method searches a span of at most K/4 vectors and
+    the budget repays computing their models; else the trajectory itself."""
+    span = config.span(init)
+    if span is None or 4 * len(span) > init.shape[1] or budget < 2 * len(span):
+        return trajectory
+    return SpanCombiner.build(trajectory, span) or trajectory
+
+
 def run(
     trajectory: TrajectoryLike,
     objective: Callable[[dict[str, torch.Tensor]], float],
-    method: Method = "evolutionary",
+    method: Method = DEFAULT_METHOD,
     *,
     budget: int,
     seed: int = 0,
@@ -319,6 +385,8 @@ def run(
     penalty: Penalty | None = None,
     objective_identity: Any = None,
     on_resume: Callable[[int], None] | None = None,
+    threads: int | None = None,
+    distributed: bool | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -330,8 +398,10 @@ def run(
     qualified name, which cannot see a closure's arguments) guard a resumed workdir
     against a changed trajectory or objective. A workdir in (or inside) a folder of the
     trajectory's files is refused. ``validation.objective`` is a second
-    ``state_dict -> float`` scoring the best-so-far path (see :func:`minimize`). See
-    :func:`minimize` for the other arguments.
+    ``state_dict -> float`` scoring the best-so-far path (see :func:`minimize`). The search
+    runs with ``threads`` torch threads (default: :func:`lcsc.threads.default_threads`, safe
+    on shared cores), restored afterwards. See :func:`minimize` for the other arguments
+    (``distributed`` included).
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
     integer("seed", seed, 0, error=SearchError)
@@ -358,25 +428,28 @@ def run(
         "objective": objective_identity,
     }
 
-    def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
-        return objective(trajectory.combine(coefficients))
-
     if validation is not None:  # the same settings, on coefficients
         validation = _on_coefficients(validation, trajectory)
+    with using_threads(threads):
+        combiner = _span_combiner(trajectory, resolve_method(method), init_arr, budget)
 
-    return minimize(
-        score_fn,
-        init_arr,
-        method,
-        budget=budget,
-        seed=seed,
-        workdir=workdir,
-        identity=identity,
-        callback=callback,
-        validation=validation,
-        penalty=penalty,
-        on_resume=on_resume,
-    )
+        def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
+            return objective(combiner.combine(coefficients))
+
+        return minimize(
+            score_fn,
+            init_arr,
+            method,
+            budget=budget,
+            seed=seed,
+            workdir=workdir,
+            identity=identity,
+            callback=callback,
+            validation=validation,
+            penalty=penalty,
+            on_resume=on_resume,
+            distributed=distributed,
+        )
 
 
 def _on_coefficients(validation: Validation, trajectory: TrajectoryLike) -> Validation:

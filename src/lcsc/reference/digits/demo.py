@@ -32,7 +32,7 @@ class DemoConfig:
     iterations: int = 6000
     record_every: int = 20
     keep: int = 200
-    method: str = "evolutionary"
+    method: str = search.DEFAULT_METHOD
     budget: int = 1000
     search_samples: int = 2000
     held_out_samples: int = 5000

@@ -1,0 +1,246 @@
+"""Evaluations-to-target of the search methods, on a synthetic trajectory and on the demo.
+
+``synthetic``: a quadratic loss and a simulated SGD run (noise proportional to the curvature,
+slow modes still drifting, fast modes noisy), so the best combination is known in closed form.
+The score is the loss of the combined weights relative to the best EMA of the default grid;
+target: below 0.6 in 300 evaluations.
+
+``demo``: the demo's CT run (trained once, reused by every search), searched with FD on 2000
+samples of search noise; for every new best-so-far candidate, FD on 5000 samples of held-out
+noise, relative to EMA*'s held-out FD (EMA* chosen on search noise). Target: Algorithm 1's
+held-out FD after 1000 evaluations (mean over seeds), reached within 250. Every finished
+(method, seed) is cached in OUT/results.jsonl, and every search resumes from its workdir.
+
+    python benchmarks/search_budget.py synthetic [--seeds 0 1 2]
+    python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lcsc import search
+from lcsc.ema import default_ema_rates
+from lcsc.search import CMAESConfig, EvolutionaryConfig, SearchConfig
+from lcsc.search.subspace import SubspaceConfig
+from lcsc.threads import default_threads
+
+METHODS: dict[str, SearchConfig] = {
+    "alg1": EvolutionaryConfig(),
+    "cmaes": CMAESConfig(),
+    "cmaes-s1": CMAESConfig(sigma_scale=1.0),
+    "cmaes-s0.5": CMAESConfig(sigma_scale=0.5),
+    "subspace": SubspaceConfig(),  # the default: dims 24, sigma_scale 4, step_damping 0.3
+    "subspace-d16-s4": SubspaceConfig(dims=16, step_damping=1.0),
+    "subspace-d16-s2": SubspaceConfig(dims=16, sigma_scale=2.0, step_damping=1.0),
+    "subspace-d16-s8": SubspaceConfig(dims=16, sigma_scale=8.0, step_damping=1.0),
+    "subspace-d24-s4-d1": SubspaceConfig(step_damping=1.0),
+    "subspace-d24-s8": SubspaceConfig(sigma_scale=8.0),
+    "hybrid-d16-s8": SubspaceConfig(dims=16, sigma_scale=8.0, step_damping=1.0, full_after=150),
+    "hybrid": SubspaceConfig(full_after=150),
+    "sep-cmaes": CMAESConfig(diagonal=True),
+    "sep-cmaes-s1": CMAESConfig(diagonal=True, sigma_scale=1.0),
+    "subspace-d24-s2": SubspaceConfig(sigma_scale=2.0, step_damping=1.0),
+    "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
+}
+
+
+# ----------------------------------------------------------------------------- synthetic
+def synthetic_run(seed: int, dims: int = 1000, iters: int = 20000, every: int = 50, k: int = 200):
+    """Checkpoints (D, K), curvatures (D,) and steps (K,) of SGD on ``0.5 sum h (x - 0)^2``."""
+    rng = np.random.default_rng(seed)
+    half = dims // 2
+    h = np.concatenate(  # slow modes drift through the window, fast modes are noise-dominated
+        [
+            np.exp(rng.uniform(np.log(1e-4), np.log(1e-3), half)),
+            np.exp(rng.uniform(-4.6, -1.2, dims - half)),
+        ]
+    )
+    x = rng.normal(0.0, 1.0, dims)
+    saved = []
+    for t in range(1, iters + 1):
+        x = x - h * x + 0.3 * np.sqrt(h) * rng.normal(0.0, 1.0, dims)
+        if t % every == 0:
+            saved.append(x.copy())
+    return np.stack(saved[-k:], 1), h, np.arange(iters - every * (k - 1), iters + 1, every)
+
+
+def run_synthetic(args: argparse.Namespace) -> None:
+    rows: dict[str, list[np.ndarray]] = {}
+    optimum = []
+    for seed in args.seeds:
+        x, h, steps = synthetic_run(seed)
+        gram = x.T @ (h[:, None] * x)
+
+        def loss(a: np.ndarray, gram: np.ndarray = gram) -> float:
+            return 0.5 * float(a @ gram @ a)
+
+        init = search.ema_init(steps)
+        ema_best = min(loss(row) for row in init)
+        g_inv_1 = np.linalg.solve(gram, np.ones(len(gram)))
+        optimum.append(loss(g_inv_1 / g_inv_1.sum()) / ema_best)
+        for name in args.methods:
+            result = search.minimize(loss, init, METHODS[name], budget=args.budget, seed=seed)
+            best = np.minimum.accumulate([e.score for e in result.history]) / ema_best
+            rows.setdefault(name, []).append(best)
+    print(
+        f"synthetic: K=200, D=1000, seeds {args.seeds}; loss / best EMA (best-so-far), mean over"
+        f" seeds; the best combination reaches {np.mean(optimum):.3f}"
+    )
+    budgets = [b for b in (100, 250, 300, 500, 1000) if b <= args.budget]
+    print("| method | " + " | ".join(f"@{b}" for b in budgets) + " | evaluations to 0.6 |")
+    print("|---|" + "---|" * (len(budgets) + 1))
+    for name, curves in rows.items():
+        c = np.stack(curves)
+        cells = " | ".join(f"{c[:, b - 1].mean():.3f}" for b in budgets)
+        print(f"| {name} | {cells} | {_to_target(c, 0.6)} |")
+
+
+def _to_target(curves: np.ndarray, target: float) -> str:
+    """Evaluations until every seed's best-so-far is below ``target`` (per seed, then max)."""
+    hits = [int(np.argmax(c <= target)) + 1 if (c <= target).any() else None for c in curves]
+    if any(h is None for h in hits):
+        done = sum(h is not None for h in hits)
+        return f"not reached ({done}/{len(hits)} seeds)"
+    return f"{max(hits)} (seeds: {', '.join(map(str, hits))})"
+
+
+# ----------------------------------------------------------------------------- demo
+def ensure_demo_run(out: Path) -> Path:
+    from lcsc.reference.generative.networks import ModelConfig
+    from lcsc.reference.generative.training import TrainConfig, train
+
+    run = out / "run"
+    if not (run / "final.safetensors").is_file():
+        model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), parametrisation="cm")
+        print("training the demo's CT run (6000 iterations)", flush=True)
+        train(TrainConfig(kind="ct", model=model, iterations=6000, record_every=20, keep=200), run)
+    return run
+
+
+def run_demo(args: argparse.Namespace) -> None:
+    from lcsc.metrics import digits_features
+    from lcsc.objectives.sample_fd import SampleFD
+    from lcsc.reference.digits.objective import digits_reference
+    from lcsc.reference.generative.generator import FixedNoiseGenerator
+    from lcsc.search import baselines
+    from lcsc.trajectory import Trajectory
+
+    out = Path(args.out)
+    traj = Trajectory.open(ensure_demo_run(out) / "trajectory").select(start=1)
+    md = traj.metadata
+    reference = digits_reference(md, "main")
+
+    def fd(samples: int, split: str) -> SampleFD:
+        return SampleFD(
+            FixedNoiseGenerator(md, samples, 0, split), digits_features("main"), reference
+        )
+
+    search_fd, held_fd = fd(2000, "search"), fd(5000, "held_out")
+    rates = default_ema_rates(traj.steps)
+    star = baselines.ema_star(traj, search_fd, rates)
+    star_held = held_fd(traj.combine(star.coefficients))
+    results_path = out / "results.jsonl"
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["method"], r["seed"])] = r
+    for name in args.methods:
+        for seed in args.seeds:
+            if (name, seed) in done:
+                continue
+            start = time.perf_counter()
+            result = search.run(
+                traj,
+                search_fd,
+                METHODS[name],
+                budget=args.budget,
+                seed=seed,
+                workdir=out / "search" / f"{name}-{seed}",
+                init=search.ema_init(traj.steps, rates),
+            )
+            curve = _held_out_curve(result, lambda a: held_fd(traj.combine(a)) / star_held)
+            r = {
+                "method": name,
+                "seed": seed,
+                "budget": args.budget,
+                "held_out_rel": curve,
+                "search_s": time.perf_counter() - start,
+            }
+            with results_path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            done[(name, seed)] = r
+            print(f"  {name} seed {seed}: @end {curve[-1]:.3f} ({r['search_s']:.0f} s)", flush=True)
+    _demo_table(done, star_held, args)
+
+
+def _held_out_curve(result: search.SearchResult, held) -> list[float]:
+    """Held-out score of the best-so-far candidate after each evaluation."""
+    curve, best, value = [], np.inf, np.nan
+    for e in result.history:
+        if np.isfinite(e.score) and e.score < best:
+            best, value = e.score, float(held(np.array(e.coefficients)))
+        curve.append(value)
+    return curve
+
+
+def _demo_table(done: dict, star_held: float, args: argparse.Namespace) -> None:
+    by_method: dict[str, list[np.ndarray]] = {}
+    for (name, _), r in sorted(done.items()):
+        by_method.setdefault(name, []).append(np.array(r["held_out_rel"]))
+    alg1 = by_method.get("alg1")
+    target = None
+    if alg1 and all(len(c) >= 1000 for c in alg1):
+        target = float(np.mean([c[999] for c in alg1]))
+    print(
+        f"demo: held-out FD / EMA*'s held-out FD ({star_held:.4f}), best-so-far, mean ± std over"
+        f" seeds; target = Alg. 1 @1000 = {target if target is None else round(target, 3)}"
+    )
+    budgets = (100, 250, 500, 1000)
+    print("| method | seeds | " + " | ".join(f"@{b}" for b in budgets) + " | evals to target |")
+    print("|---|---|" + "---|" * (len(budgets) + 1))
+    for name, curves in by_method.items():
+        cells = []
+        for b in budgets:
+            vals = [c[b - 1] for c in curves if len(c) >= b]
+            cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "")
+        reach = "" if target is None else _first_reach(curves, target)
+        print(f"| {name} | {len(curves)} | " + " | ".join(cells) + f" | {reach} |")
+
+
+def _first_reach(curves: list[np.ndarray], target: float) -> str:
+    """Evaluations until the seeds' mean best-so-far held-out score is at or below ``target``."""
+    n = min(len(c) for c in curves)
+    mean = np.mean([c[:n] for c in curves], axis=0)
+    hit = np.flatnonzero(mean <= target)
+    return str(int(hit[0]) + 1) if hit.size else f"> {n}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("which", choices=["synthetic", "demo"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
+    ap.add_argument("--budget", type=int, default=None, help="300 (synthetic), 1000 (demo)")
+    ap.add_argument("--out", default="runs/search_budget", help="demo: run, searches, results")
+    args = ap.parse_args()
+    torch.set_num_threads(default_threads())
+    if args.which == "synthetic":
+        args.methods = args.methods or ["alg1", "cmaes", "cmaes-s0.5", "subspace", "subspace-s2"]
+        args.budget = args.budget or 300
+        run_synthetic(args)
+    else:
+        args.methods = args.methods or ["alg1", "cmaes", "subspace"]
+        args.budget = args.budget or 1000
+        run_demo(args)
+
+
+if __name__ == "__main__":
+    main()
