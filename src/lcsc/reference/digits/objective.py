@@ -11,17 +11,22 @@ import torch
 from lcsc.errors import LcscError
 from lcsc.metrics import FeatureStats, compute_features, digits_features
 from lcsc.objectives.sample_fd import SampleFD
-from lcsc.reference.generative.data import load_from_spec
+from lcsc.reference.generative.data import Dataset, load_from_spec
 from lcsc.reference.generative.generator import FixedNoiseGenerator, run_metadata
 from lcsc.reference.generative.io import configs_from_metadata
 
 
-def digits_training_data(metadata: Mapping[str, Any]) -> torch.Tensor:
-    """The run's training samples (N, *shape) in model space; the run must be on digits."""
+def digits_data(metadata: Mapping[str, Any], split: str = "train") -> Dataset:
+    """The ``train`` or ``test`` split of the run's digits data (the run must be on digits)."""
     _, data = configs_from_metadata(metadata)
     if data is None or data.name != "digits":
         raise LcscError("the digits objective needs a model trained on --data digits")
-    return load_from_spec(data, "train").x
+    return load_from_spec(data, split)
+
+
+def digits_training_data(metadata: Mapping[str, Any]) -> torch.Tensor:
+    """The run's training samples (N, *shape) in model space; the run must be on digits."""
+    return digits_data(metadata, "train").x
 
 
 def digits_reference(metadata: Mapping[str, Any], features: str = "main") -> FeatureStats:
