@@ -11,13 +11,11 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from checkfree import FailureConfig, ModelConfig, TrainConfig, build_plan, train
+    from lcsc.cli.common import StageBars
 
     events = tuple(_parse_event(e) for e in args.fail_at) or None
     config = TrainConfig(
@@ -46,24 +44,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
     )
     build_plan(config)  # refuse unrecoverable failures before drawing a progress bar
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="checkfree--"))
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="checkfree-"))
     mode = f"{config.model.stages} processes" if config.processes else "1 process"
-    with tqdm(total=config.iterations, desc=f"checkfree {config.strategy} ({mode})") as bar:
-        failed = 0
-
-        def progress(record: dict[str, Any]) -> None:
-            nonlocal failed
-            failed += len(record["failures"])
-            bar.n = record["iteration"]  # goes back after a checkpoint rollback
-            post = {"failures": failed}
-            if record["train_loss"] is not None:
-                post["loss"] = f"{record['train_loss']:.3f}"
-            if "val_loss" in record:
-                post["val"] = f"{record['val_loss']:.3f}"
-            bar.set_postfix(post, refresh=False)
-            bar.refresh()
-
-        result = train(config, out, progress)
+    with StageBars(prefix=f"{config.strategy} ({mode}) ") as bars:
+        result = train(config, out, bars)
     s = result.summary()
     print(
         f"{config.strategy}: final validation loss {s['final_val_loss']:.4f},"

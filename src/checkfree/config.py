@@ -1,15 +1,15 @@
 """Frozen, validated settings of a CheckFree run: the model, the failures and the training.
 
-Every field is checked once, here, when the config is built; a bad value raises
-:class:`~lcsc.errors.LcscError` naming the field. Nothing downstream re-validates.
+Every field is checked once, here, when the config is built (with :mod:`lcsc.config`, the one
+validation mechanism of the repository); a bad value raises :class:`~lcsc.errors.LcscError`
+naming the field. Nothing downstream re-validates.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from lcsc.errors import LcscError
+from lcsc.config import Config, boolean, choice, integer, real
 
 #: Recovery strategies: CheckFree and CheckFree+, the two classic baselines and three ablations
 #: of the CheckFree recovery formula (copy the previous stage, plain average, random weights).
@@ -21,19 +21,8 @@ FAILING_STAGES = ("intermediate", "all")
 DEVICES = ("cpu", "cuda")
 
 
-def _positive_int(owner: str, name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LcscError(f"{owner}.{name}: must be an integer >= {minimum}, got {value!r}")
-
-
-def _finite(owner: str, name: str, value: object, low: float, high: float = math.inf) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not low <= value <= high:
-        raise LcscError(f"{owner}.{name}: must be a number in [{low}, {high}], got {value!r}")
-
-
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """A LLaMA-style decoder-only LM cut into ``stages`` pipeline stages.
 
     Stage ``i`` holds transformer layers ``[i * L, (i + 1) * L)`` with ``L = layers_per_stage``;
@@ -61,22 +50,16 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        owner = "ModelConfig"
-        if isinstance(self.stages, int) and not isinstance(self.stages, bool) and self.stages < 3:
-            raise LcscError(
-                f"{owner}.stages: CheckFree needs at least 3 pipeline stages (an intermediate"
-                f" stage has two neighbours), got {self.stages}"
-            )
-        for name in ("stages", "layers_per_stage", "dim", "heads", "seq_len", "vocab"):
-            _positive_int(owner, name, getattr(self, name))
-        if self.dim % self.heads or (self.dim // self.heads) % 2:
-            raise LcscError(
-                f"{owner}.heads: must divide dim ({self.dim}) into an even head width"
-                f" (rotary positions), got {self.heads}"
-            )
-        if self.mlp_hidden is not None:
-            _positive_int(owner, "mlp_hidden", self.mlp_hidden)
-        _finite(owner, "init_std", self.init_std, 0.0)
+        self.check("stages", integer)
+        msg = "must be >= 3: CheckFree needs at least 3 pipeline stages (an intermediate stage"
+        self.require(self.stages >= 3, "stages", msg + " has two neighbours)", self.stages)
+        for name in ("layers_per_stage", "dim", "heads", "seq_len", "vocab"):
+            self.check(name, integer, 1)
+        even = self.dim % self.heads == 0 and (self.dim // self.heads) % 2 == 0
+        msg = f"must divide dim ({self.dim}) into an even head width (rotary positions)"
+        self.require(even, "heads", msg, self.heads)
+        self.check("mlp_hidden", integer, 1, optional=True)
+        self.check("init_std", real, 0.0)
 
     @property
     def hidden(self) -> int:
@@ -87,7 +70,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class FailureConfig:
+class FailureConfig(Config):
     """Which stages are lost when.
 
     Each stage fails independently at the start of an executed iteration with probability
@@ -113,29 +96,19 @@ class FailureConfig:
     events: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
-        owner = "FailureConfig"
-        _finite(owner, "rate_percent", self.rate_percent, 0.0, 100.0)
-        if self.rate_percent >= 100.0:
-            raise LcscError(f"{owner}.rate_percent: must be below 100, got {self.rate_percent}")
-        _finite(owner, "iteration_time_s", self.iteration_time_s, 0.0)
-        if self.iteration_time_s <= 0:
-            raise LcscError(f"{owner}.iteration_time_s: must be positive, got 0")
-        if self.stages not in FAILING_STAGES:
-            raise LcscError(f"{owner}.stages: must be one of {FAILING_STAGES}, got {self.stages!r}")
+        self.check("rate_percent", real, 0.0, below=100.0)
+        self.check("iteration_time_s", real, above=0.0)
+        self.check("stages", choice, FAILING_STAGES)
         if self.events is not None:
-            events = tuple(tuple(e) for e in self.events)
-            for e in events:
-                if len(e) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in e):
-                    raise LcscError(
-                        f"{owner}.events: expected (step, stage) integer pairs, got {e}"
-                    )
-                if e[0] < 0 or e[1] < 0:
-                    raise LcscError(f"{owner}.events: steps and stages are >= 0, got {e}")
-            object.__setattr__(self, "events", events)
+            pairs = tuple(tuple(e) for e in self.events)
+            for e in pairs:
+                ok = len(e) == 2 and all(not isinstance(v, bool) and isinstance(v, int) for v in e)
+                self.require(ok and min(e) >= 0, "events", "must be (step, stage) pairs >= 0", e)
+            object.__setattr__(self, "events", pairs)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """One pipeline-parallel training run with failures and a recovery strategy.
 
     Attributes:
@@ -196,58 +169,44 @@ class TrainConfig:
     snapshot_dir: str | None = None
 
     def __post_init__(self) -> None:
-        owner = "TrainConfig"
-        if not isinstance(self.model, ModelConfig):
-            raise LcscError(f"{owner}.model: expected a ModelConfig, got {self.model!r}")
-        if not isinstance(self.failures, FailureConfig):
-            raise LcscError(f"{owner}.failures: expected a FailureConfig, got {self.failures!r}")
-        if self.strategy not in STRATEGIES:
-            raise LcscError(
-                f"{owner}.strategy: must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
-            )
+        self.require(isinstance(self.model, ModelConfig), "model", "must be a ModelConfig")
+        self.require(
+            isinstance(self.failures, FailureConfig), "failures", "must be a FailureConfig"
+        )
+        self.check("strategy", choice, STRATEGIES)
         for name in ("iterations", "batch_size", "micro_batches", "checkpoint_interval"):
-            _positive_int(owner, name, getattr(self, name))
-        for name in ("eval_every", "eval_batches"):
-            _positive_int(owner, name, getattr(self, name))
-        _positive_int(owner, "warmup", self.warmup, 0)
-        _positive_int(owner, "seed", self.seed, 0)
-        _positive_int(owner, "corpus_bytes", self.corpus_bytes, 16 * 1024)
-        if self.batch_size % self.micro_batches:
-            raise LcscError(
-                f"{owner}.micro_batches: must divide batch_size ({self.batch_size}),"
-                f" got {self.micro_batches}"
-            )
-        _finite(owner, "lr", self.lr, 0.0)
-        _finite(owner, "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _finite(owner, "weight_decay", self.weight_decay, 0.0)
-        _finite(owner, "clip_norm", self.clip_norm, 0.0)
-        if self.clip_norm <= 0:
-            raise LcscError(f"{owner}.clip_norm: must be positive, got {self.clip_norm}")
-        _finite(owner, "checkpoint_save_s", self.checkpoint_save_s, 0.0)
-        _finite(owner, "redundant_time_factor", self.redundant_time_factor, 1.0)
-        _finite(owner, "recovery_lr_factor", self.recovery_lr_factor, 0.0)
-        _finite(owner, "val_fraction", self.val_fraction, 0.01, 0.5)
-        _finite(owner, "timeout_s", self.timeout_s, 1.0)
-        if self.device not in DEVICES:
-            raise LcscError(f"{owner}.device: must be one of {DEVICES}, got {self.device!r}")
+            self.check(name, integer, 1)
+        self.check("eval_every", integer, 1)
+        self.check("eval_batches", integer, 1)
+        self.check("warmup", integer, 0)
+        self.check("seed", integer, 0)
+        self.check("corpus_bytes", integer, 16 * 1024)
+        msg = f"must divide batch_size ({self.batch_size})"
+        self.require(
+            self.batch_size % self.micro_batches == 0, "micro_batches", msg, self.micro_batches
+        )
+        self.check("lr", real, 0.0)
+        self.check("min_lr_ratio", real, 0.0, 1.0)
+        self.check("weight_decay", real, 0.0)
+        self.check("clip_norm", real, above=0.0)
+        self.check("checkpoint_save_s", real, 0.0)
+        self.check("redundant_time_factor", real, 1.0)
+        self.check("recovery_lr_factor", real, 0.0)
+        self.check("val_fraction", real, 0.01, 0.5)
+        self.check("timeout_s", real, 1.0)
+        self.check("processes", boolean)
+        self.check("device", choice, DEVICES)
+        self._check_strategy_fits()
+
+    def _check_strategy_fits(self) -> None:
         if self.strategy == "checkfree+":
-            if self.model.stages < 4:
-                raise LcscError(
-                    f"{owner}.strategy: checkfree+ swaps stages 1<->2 and S-1<->S; the two"
-                    f" pairs overlap unless S >= 4, got {self.model.stages} stages"
-                )
-            if self.micro_batches < 2:
-                raise LcscError(
-                    f"{owner}.micro_batches: checkfree+ runs half the micro-batches in swapped"
-                    f" order, so it needs at least 2, got {self.micro_batches}"
-                )
-        if self.failures.events is not None:
-            for _step, stage in self.failures.events:
-                if stage >= self.model.stages:
-                    raise LcscError(
-                        f"{owner}.failures.events: stage {stage} does not exist"
-                        f" ({self.model.stages} stages)"
-                    )
+            msg = "checkfree+ swaps stages 1<->2 and S-1<->S; the two pairs overlap unless S >= 4"
+            self.require(self.model.stages >= 4, "strategy", msg, self.strategy)
+            msg = "checkfree+ runs half the micro-batches in swapped order, so it needs >= 2"
+            self.require(self.micro_batches >= 2, "micro_batches", msg, self.micro_batches)
+        for _step, stage in self.failures.events or ():
+            msg = f"stage {stage} does not exist ({self.model.stages} stages)"
+            self.require(stage < self.model.stages, "failures", msg, self.failures.events)
 
     @property
     def micro_batch_size(self) -> int:

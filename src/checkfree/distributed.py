@@ -35,7 +35,7 @@ import torch
 from checkfree.config import TrainConfig
 from checkfree.pipeline import DistTransport
 from checkfree.plan import Plan, build_plan
-from checkfree.runner import PipelineRunner, Report, new_worker
+from checkfree.runner import LossSink, PipelineRunner, new_worker
 from lcsc.errors import LcscError
 
 #: Exit status of a process whose stage failed (the coordinator expects it).
@@ -138,7 +138,7 @@ def _worker_main(
 
 class _Coordinator:
     def __init__(
-        self, config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: Report
+        self, config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: LossSink
     ) -> None:
         self.config = config
         self.plan = plan
@@ -270,7 +270,7 @@ class _Coordinator:
 
 
 def run_processes(
-    config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: Report
+    config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: LossSink
 ) -> tuple[ProcessInfo, ...]:
     """Run ``plan`` with one process per stage; returns every process that took part."""
     return _Coordinator(config, plan, checkpoint_dir, report).run()

@@ -25,7 +25,8 @@ from checkfree.stage import StageWorker
 from lcsc.checkpoint import read_checkpoint, write_checkpoint
 from lcsc.errors import CheckpointError
 
-Report = Callable[[str, int, float], None]
+# loss_sink(kind, step, value): "train" or "val" losses on their way to the log
+LossSink = Callable[[str, int, float], None]
 
 
 def learning_rate(config: TrainConfig, iteration: int) -> float:
@@ -67,7 +68,7 @@ class PipelineRunner:
         workers: dict[int, StageWorker],
         transport: pipeline.Transport,
         checkpoint_dir: Path | None,
-        report: Report,
+        report: LossSink,
     ) -> None:
         self.config = config
         self.plan = plan
@@ -196,7 +197,7 @@ class PipelineRunner:
 
 
 def run_single(
-    config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: Report
+    config: TrainConfig, plan: Plan, checkpoint_dir: Path | None, report: LossSink
 ) -> None:
     """All stages in this process. A failed stage's worker is dropped (its weights and AdamW
     state with it) and a fresh one takes its place before the strategy rebuilds it.

@@ -16,7 +16,6 @@ import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,8 +26,7 @@ from checkfree.plan import Plan, build_plan
 from checkfree.runner import run_single
 from lcsc.atomic import write_json
 from lcsc.errors import LcscError
-
-Progress = Callable[[dict[str, Any]], None]
+from lcsc.progress import Progress, report
 
 
 @dataclass(frozen=True)
@@ -106,6 +104,8 @@ class LossLog:
         self.plan = plan
         self.stream = stream
         self.progress = progress
+        self.iterations = max((s.iteration + 1 for s in plan.slots), default=0)
+        self._failed = 0
         self.records: list[dict[str, Any]] = []
         self._train: dict[int, float] = {}
         self._val: dict[int, float] = {}
@@ -138,8 +138,12 @@ class LossLog:
         if self.stream is not None:
             self.stream.write(json.dumps(record) + "\n")
             self.stream.flush()
-        if self.progress is not None:
-            self.progress(record)
+        if self.progress is not None and k:
+            self._failed += len(record["failures"])
+            info = {"loss": record["train_loss"], "failures": self._failed}
+            if "val_loss" in record:
+                info["val"] = record["val_loss"]
+            report(self.progress, "train", record["iteration"], self.iterations, **info)
 
 
 def train(
@@ -148,8 +152,9 @@ def train(
     """Train ``config`` with its failures and recovery strategy; see the module docstring.
 
     Raises :class:`~lcsc.errors.LcscError` before any work if the failures cannot be recovered
-    by the strategy (for example an edge stage under CheckFree). ``progress`` is called with
-    every log record as it completes.
+    by the strategy (for example an edge stage under CheckFree). ``progress`` is called as
+    ``progress("train", iteration, iterations, loss=..., failures=..., [val=...])`` with every
+    log record as it completes (the iteration goes back after a checkpoint rollback).
     """
     plan = build_plan(config)
     _check_device(config)

@@ -25,8 +25,11 @@ _MISSING = object()
 
 
 def _fail(error: type[LcscError], where: str, what: str, value: object = _MISSING) -> NoReturn:
-    shown = "" if value is _MISSING else f", got {value!r}"
-    raise error(f"{where} {what}{shown}")
+    field = where.rpartition(".")[2]
+    shown = "" if value is _MISSING else f", got {field}={value!r}"
+    exc = error(f"{where} {what}{shown}")
+    exc.field = field  # type: ignore[attr-defined]  # lets a caller map it to a flag
+    raise exc
 
 
 def integer(
@@ -41,7 +44,12 @@ def integer(
     """``value`` as an ``int`` in ``[minimum, maximum]`` (None allowed when ``optional``)."""
     if optional and value is None:
         return None
-    bounds = _bounds(minimum=minimum, maximum=maximum)
+    bounds = {
+        (False, False): f" in [{minimum}, {maximum}]",
+        (False, True): f" >= {minimum}",
+        (True, False): f" <= {maximum}",
+        (True, True): "",
+    }[(minimum is None, maximum is None)]
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         _fail(error, name, f"must be an integer{bounds}", value)
     v = int(value)
@@ -65,16 +73,32 @@ def real(
     ``above``/``below`` exclusive ones."""
     if optional and value is None:
         return None
-    wanted = "a finite number" + _bounds(minimum=minimum, maximum=maximum, above=above, below=below)
+    wanted = _wanted(minimum, maximum, above, below)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         _fail(error, name, f"must be {wanted}", value)
-    v = float(value)
+    v = float(value)  # type: ignore[arg-type]
     ok = math.isfinite(v)
     ok = ok and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
     ok = ok and (above is None or v > above) and (below is None or v < below)
     if not ok:
         _fail(error, name, f"must be {wanted}", value)
     return v
+
+
+def integers(
+    name: str, value: object, minimum: int | None = None, *, error: type[LcscError] = LcscError
+) -> tuple[int, ...]:
+    """``value``, a non-empty sequence (a JSON list too), as a tuple of integers >= ``minimum``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        _fail(error, name, "must be a sequence of integers", value)
+    out = tuple(value)  # type: ignore[call-overload]
+    wanted = "a non-empty sequence of integers" + ("" if minimum is None else f" >= {minimum}")
+    if not out:
+        _fail(error, name, f"must be {wanted}", value)
+    try:
+        return tuple(integer(name, v, minimum, error=error) for v in out)  # type: ignore[misc]
+    except LcscError:
+        _fail(error, name, f"must be {wanted}", value)
 
 
 def boolean(name: str, value: object, *, error: type[LcscError] = LcscError) -> bool:
@@ -100,13 +124,20 @@ def choice(
     return value
 
 
-_OPERATORS = {"minimum": ">=", "maximum": "<=", "above": ">", "below": "<"}
-
-
-def _bounds(**bounds: float | None) -> str:
-    """`` >= 0 and < 1`` for ``minimum=0, below=1``; empty without bounds."""
-    parts = [f"{_OPERATORS[k]} {v}" for k, v in bounds.items() if v is not None]
-    return (" " + " and ".join(parts)) if parts else ""
+def _wanted(
+    minimum: float | None, maximum: float | None, above: float | None, below: float | None
+) -> str:
+    """``in [0, 1)``, ``> 0 (a positive number)``, ``>= 2``... for the given bounds."""
+    low = ("[", minimum) if minimum is not None else ("(", above) if above is not None else None
+    high = ("]", maximum) if maximum is not None else (")", below) if below is not None else None
+    if low and high:
+        return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low:
+        positive = " (a positive number)" if low == ("(", 0) else ""
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}{positive}"
+    if high:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+    return "a finite number"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +146,7 @@ class Config:
 
     Subclasses call ``self.check(name, integer, minimum=1)`` etc. in ``__post_init__``; the
     coerced value is stored back (the dataclass is frozen, hence ``object.__setattr__``) and
-    errors read ``ClassName.field must be ..., got ...``.
+    errors read ``ClassName.field must be ..., got field=value``.
     """
 
     error: ClassVar[type[LcscError]] = LcscError
@@ -131,7 +162,7 @@ class Config:
         object.__setattr__(self, name, value)
 
     def require(self, ok: bool, name: str, what: str, value: object = _MISSING) -> None:
-        """A cross-field rule: unless ``ok``, raise ``ClassName.name what[, got value]``."""
+        """A cross-field rule: unless ``ok``, raise ``ClassName.name what[, got name=value]``."""
         if not ok:
             _fail(self.error, f"{self.owner}.{name}", what, value)
 

@@ -28,6 +28,7 @@ import numbers
 import numpy as np
 import numpy.typing as npt
 
+from lcsc.config import real
 from lcsc.errors import LcscError, TrajectoryError
 
 __all__ = [
@@ -88,16 +89,6 @@ def _check_steps(steps: npt.ArrayLike) -> npt.NDArray[np.int64]:
     return out
 
 
-def _check_real(name: str, value: object) -> float:
-    """Return ``value`` as a finite float, or raise :class:`LcscError` naming ``name``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise LcscError(f"{name} must be a real number; got {name}={value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise LcscError(f"{name} must be finite; got {name}={value!r}")
-    return out
-
-
 def ema_coefficients(steps: npt.ArrayLike, rate: float) -> npt.NDArray[np.float64]:
     r"""Coefficients of a per-iteration EMA on the saved checkpoints (Eq. (6) of the LCSC paper).
 
@@ -136,7 +127,7 @@ def ema_coefficients(steps: npt.ArrayLike, rate: float) -> npt.NDArray[np.float6
         LcscError: ``rate`` is not a real number in ``[0, 1)``.
     """
     s = _check_steps(steps)
-    r = _check_real("rate", rate)
+    r = real("rate", rate)
     if not 0.0 <= r < 1.0:
         raise LcscError(f"rate must be in [0, 1); got rate={rate!r}")
     k = s.size
@@ -180,7 +171,7 @@ def sigma_rel_to_gamma(sigma_rel: float) -> float:
         LcscError: ``sigma_rel`` is not a real number in ``(0, MAX_SIGMA_REL]`` (no
             exponent ``gamma > -1`` gives that width).
     """
-    sig = _check_real("sigma_rel", sigma_rel)
+    sig = real("sigma_rel", sigma_rel)
     if not 0.0 < sig <= MAX_SIGMA_REL:
         raise LcscError(
             f"sigma_rel must be in (0, {MAX_SIGMA_REL:.6f}] (no power function EMA with "

@@ -42,7 +42,9 @@ def _samples(n: int = 50, seed: int = 0) -> torch.Tensor:
 def test_batched_equals_single_pass_and_reports_progress() -> None:
     net, x = Counting(), _samples()
     seen: list[tuple[int, int]] = []
-    batched = compute_features(net, x, batch_size=16, progress=lambda d, t: seen.append((d, t)))
+    batched = compute_features(
+        net, x, batch_size=16, progress=lambda stage, d, t: seen.append((d, t))
+    )
     whole = compute_features(net, x, batch_size=1000)
     assert batched.shape == (50, 4) and batched.dtype == np.float64
     np.testing.assert_allclose(batched, whole, rtol=1e-6)
@@ -105,7 +107,7 @@ def test_reference_stats_computed_once_then_cached(tmp_path: Path) -> None:
     net, x = Counting(), _samples(40)
     progress: list[tuple[int, int]] = []
     first = reference_stats(
-        "toy", x, net, tmp_path, batch_size=32, progress=lambda d, t: progress.append((d, t))
+        "toy", x, net, tmp_path, batch_size=32, progress=lambda stage, d, t: progress.append((d, t))
     )
     assert net.calls == 2 and progress[-1] == (40, 40)
     path = reference_cache_path(tmp_path, "toy", net, x)
@@ -117,7 +119,9 @@ def test_reference_stats_computed_once_then_cached(tmp_path: Path) -> None:
     assert meta["dataset"] == "toy" and meta["extractor_sha256"] == extractor_fingerprint(net)
 
     progress.clear()
-    again = reference_stats("toy", x, net, tmp_path, progress=lambda d, t: progress.append((d, t)))
+    again = reference_stats(
+        "toy", x, net, tmp_path, progress=lambda stage, d, t: progress.append((d, t))
+    )
     assert net.calls == 2 and progress == []  # cache hit: nothing computed
     np.testing.assert_array_equal(again.cov, first.cov)
     expected = FeatureStats.from_features(compute_features(net, x))

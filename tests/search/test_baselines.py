@@ -20,7 +20,9 @@ def test_ema_star_and_best_checkpoint_pick_the_minimum(recorded: Path) -> None:
     assert single.label == str(traj.steps[3]) and single.score == 0.0
     rates = [0.0, 0.5, 0.9]
     seen = []
-    star = baselines.ema_star(traj, objective, rates, lambda d, t: seen.append((d, t)))
+    star = baselines.ema_star(
+        traj, objective, rates, lambda stage, d, t, **info: seen.append((d, t))
+    )
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert star.score == min(star.scores.values())
     np.testing.assert_array_equal(

@@ -28,19 +28,28 @@ def open_selection(args: argparse.Namespace) -> Trajectory:
 
 
 class StageBars:
-    """One tqdm progress bar per stage of a long job, fed by ``update(stage, done, total)``."""
+    """One tqdm progress bar per stage of a long job: a :class:`lcsc.progress.Progress`.
 
-    def __init__(self) -> None:
+    A bar opens at its stage's first report, so errors raised during set-up print alone;
+    ``info`` numbers are shown beside the bar; ``done`` may go back (a CheckFree rollback).
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
         self._bars: dict[str, object] = {}
 
-    def update(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: int, total: int, **info: float) -> None:
         from tqdm import tqdm
 
         bar = self._bars.get(stage)
         if bar is None:
             for other in self._bars.values():
                 other.close()  # type: ignore[attr-defined]
-            bar = self._bars[stage] = tqdm(total=total, desc=stage, unit="it", leave=True)
+            desc = f"{self.prefix}{stage}"
+            bar = self._bars[stage] = tqdm(total=total, desc=desc, unit="it", leave=True)
+        if info:
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in info.items()}
+            bar.set_postfix(shown, refresh=False)  # type: ignore[attr-defined]
         bar.update(done - bar.n)  # type: ignore[attr-defined]  # tqdm throttles redraws
 
     def __enter__(self) -> StageBars:

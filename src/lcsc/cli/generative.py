@@ -9,7 +9,7 @@ from typing import Any
 from lcsc.errors import LcscError
 
 DEFAULT_NFE = {"cm": 1, "dpmpp": 15, "heun": 35, "euler": 35}
-# schedule field -> its `lcsc train` flag (None values: the field's default)
+# schedule field -> its `lcsc train` flag
 CURRICULUM_FLAGS = {
     "sigma_easy": "--curriculum-sigma",
     "tilt_start": "--curriculum-tilt-start",
@@ -24,7 +24,6 @@ MOMENTUM_FLAGS = {
     "pace": "--momentum-pace",
     "compensation": "--momentum-compensation",
 }
-ADAM_BETA1 = 0.9  # `lcsc train` runs Adam with TrainConfig's default betas
 
 
 def _require(ok: bool, message: str) -> None:
@@ -33,65 +32,31 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _schedule(args: argparse.Namespace, enabled: str, cls: type, flags: dict[str, str]) -> Any:
-    """The schedule ``cls`` from its flags, None when ``--<enabled>`` is not given; an error
-    names the offending flag."""
-    from lcsc.reference.generative.schedules import ScheduleError
-
+    """The schedule ``cls`` from its flags, None when ``--<enabled>`` is not given."""
     given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
     given = {field: value for field, value in given.items() if value is not None}
     if not getattr(args, enabled.replace("-", "_")):
         if given:
             raise LcscError(f"{flags[next(iter(given))]} needs --{enabled}")
         return None
-    try:
-        return cls(**given)
-    except ScheduleError as exc:
-        raise LcscError(f"{flags[exc.field]} {exc.reason}") from exc
+    return cls(**given)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from lcsc.reference.generative.data import load_dataset
-    from lcsc.reference.generative.networks import ModelConfig, num_parameters
+def _train_config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> Any:
+    """Flags -> :class:`TrainConfig`; the config checks the values and names the field."""
+    from lcsc.reference.generative.networks import ModelConfig
     from lcsc.reference.generative.schedules import MomentumDecay, NoiseCurriculum
-    from lcsc.reference.generative.training import TrainConfig, train
+    from lcsc.reference.generative.training import TrainConfig
 
-    for name in ("iterations", "record_every", "batch_size"):
-        value = getattr(args, name)
-        _require(value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    _require(args.keep is None or args.keep >= 1, f"--keep must be >= 1, got {args.keep}")
-    _require(args.lr > 0, f"--lr must be > 0, got {args.lr}")
-    _require(args.seed >= 0, f"--seed must be >= 0, got {args.seed}")
-    _require(0 <= args.ema_rate < 1, f"--ema-rate must be in [0, 1), got {args.ema_rate}")
-    _require(
-        (args.teacher is not None) == (args.kind == "cd"),
-        "--teacher DIR is required for 'train cd'"
-        if args.kind == "cd"
-        else f"--teacher is only for 'train cd', not 'train {args.kind}'",
-    )
-    curriculum = _schedule(args, "noise-curriculum", NoiseCurriculum, CURRICULUM_FLAGS)
-    decay = _schedule(args, "momentum-decay", MomentumDecay, MOMENTUM_FLAGS)
-    if decay is not None and decay.start is None:
-        _require(
-            decay.end <= ADAM_BETA1,
-            f"--momentum-end must not exceed --momentum-start (default {ADAM_BETA1}), got"
-            f" {decay.end}",
-        )
-    if args.threads is not None:
-        _require(args.threads >= 1, f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    data = load_dataset(args.data, "train")
     sizes = {"width": args.width, "depth": args.depth, "channels": args.channels}
     model = ModelConfig(
         kind=args.arch,
-        data_shape=data.spec.shape,
+        data_shape=data_shape,
         parametrisation="dm" if args.kind == "dm" else "cm",
         dropout=args.dropout,
         **{k: v for k, v in sizes.items() if v is not None},
     )
-    config = TrainConfig(
+    return TrainConfig(
         kind=args.kind,
         model=model,
         data=args.data,
@@ -104,23 +69,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ema_rate=args.ema_rate,
         seed=args.seed,
         teacher=None if args.teacher is None else str(args.teacher),
-        noise_curriculum=curriculum,
-        momentum_decay=decay,
+        noise_curriculum=_schedule(args, "noise-curriculum", NoiseCurriculum, CURRICULUM_FLAGS),
+        momentum_decay=_schedule(args, "momentum-decay", MomentumDecay, MOMENTUM_FLAGS),
     )
-    bars: list[tqdm] = []  # opened at the first step, so setup errors print alone
 
-    def on_step(step: int, loss: float) -> None:
-        if not bars:
-            bars.append(tqdm(total=args.iterations, desc=f"train {args.kind}", unit="it"))
-        bars[0].update(1)
-        if step % 20 == 0:
-            bars[0].set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-    try:
-        result = train(config, args.out, data=data, on_step=None if args.quiet else on_step)
-    finally:
-        for bar in bars:
-            bar.close()
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from lcsc.cli.common import StageBars
+    from lcsc.config import integer
+    from lcsc.reference.generative.data import load_dataset
+    from lcsc.reference.generative.networks import num_parameters
+    from lcsc.reference.generative.training import train
+
+    if args.threads is not None:
+        torch.set_num_threads(integer("threads", args.threads, 1))
+    data = load_dataset(args.data, "train")
+    config = _train_config(args, data.spec.shape)
+    with StageBars(prefix=f"{args.kind} ") as bars:
+        result = train(config, args.out, data=data, progress=None if args.quiet else bars)
     print(
         f"wrote {args.out}: trajectory/ (every {args.record_every} steps), ema.safetensors,"
         f" final.safetensors; {num_parameters(result.model)} parameters,"

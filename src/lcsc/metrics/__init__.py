@@ -14,7 +14,6 @@ from lcsc.metrics.features import (
 )
 from lcsc.metrics.frechet import FeatureStats, frechet_distance
 from lcsc.metrics.reference import (
-    ProgressFn,
     compute_features,
     compute_features_and_logits,
     extractor_fingerprint,
@@ -29,7 +28,6 @@ __all__ = [
     "DigitsFeatureNet",
     "FeatureStats",
     "InceptionFeatures",
-    "ProgressFn",
     "compute_features",
     "compute_features_and_logits",
     "digits_features",

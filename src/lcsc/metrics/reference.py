@@ -21,9 +21,7 @@ from torch import nn
 
 from lcsc.errors import LcscError
 from lcsc.metrics.frechet import FeatureStats
-
-ProgressFn = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` (sample counts) after each batch."""
+from lcsc.progress import Progress, report
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -53,7 +51,7 @@ def _run(
     samples: torch.Tensor | np.ndarray,
     batch_size: int,
     device: torch.device | str | None,
-    progress: ProgressFn | None,
+    progress: Progress | None,
 ) -> list[np.ndarray]:
     if batch_size < 1:
         raise LcscError(f"batch_size must be >= 1, got {batch_size}")
@@ -81,8 +79,7 @@ def _run(
                     x = x.to(dev)
                 outs = fn(x)
                 chunks.append([o.detach().to("cpu", torch.float64).numpy() for o in outs])
-                if progress is not None:
-                    progress(min(i + batch_size, n), n)
+                report(progress, "features", min(i + batch_size, n), n)
     finally:
         for m, mode in modes:
             m.training = mode
@@ -102,7 +99,7 @@ def compute_features(
     samples: torch.Tensor | np.ndarray,
     batch_size: int = 256,
     device: torch.device | str | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Features (N, D) float64 of ``samples`` (N, ...), in batches under ``torch.no_grad``.
 
@@ -122,7 +119,7 @@ def compute_features_and_logits(
     samples: torch.Tensor | np.ndarray,
     batch_size: int = 256,
     device: torch.device | str | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, D) and logits (N, C), float64, from ``extractor.features_and_logits``."""
     method = getattr(extractor, "features_and_logits", None)
@@ -210,7 +207,7 @@ def reference_stats(
     extractor_name: str | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> FeatureStats:
     """Feature statistics of the reference ``samples`` (N, ...), computed once and cached.
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the optimizers: the ask/tell base class and config validation.
+"""Shared pieces of the optimizers: the ask/tell base class and the base of their configs.
 
 Every optimizer is a deterministic function of its seed and of the scores it was told:
 it draws from its own ``numpy.random.Generator``, never from a global RNG. That is what
@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from lcsc.errors import SearchError
+from lcsc.config import Config, boolean
+from lcsc.errors import LcscError, SearchError
 
 Vector = npt.NDArray[np.float64]
 
@@ -81,7 +80,7 @@ class Optimizer(ABC):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SearchConfig(ABC):
+class SearchConfig(Config, ABC):
     """Base of the optimizer configs: frozen, keyword-only, validated, serialisable.
 
     ``nonnegative=True`` restricts every proposed candidate to convex combinations
@@ -89,47 +88,12 @@ class SearchConfig(ABC):
     """
 
     method: ClassVar[str]
+    error: ClassVar[type[LcscError]] = SearchError
     nonnegative: bool = False
 
     def __post_init__(self) -> None:
-        self._check_bool("nonnegative")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        self.check("nonnegative", boolean)
 
     @abstractmethod
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> Optimizer:
         """A fresh optimizer starting from ``init`` (shape ``(P, K)``)."""
-
-    # Validators coerce in place (the dataclass is frozen, hence object.__setattr__) so
-    # that e.g. ``2`` and ``2.0`` give the same config and the same search.json.
-    def _check_int(self, name: str, minimum: int, *, optional: bool = False) -> None:
-        value = getattr(self, name)
-        if optional and value is None:
-            return
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-            raise SearchError(f"{self.method} config: {name} must be an integer; got {value!r}")
-        if value < minimum:
-            raise SearchError(f"{self.method} config: {name} must be >= {minimum}; got {value!r}")
-        object.__setattr__(self, name, int(value))
-
-    def _check_real(self, name: str, wanted: str, accept: Callable[[float], bool]) -> None:
-        value = getattr(self, name)
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-            raise SearchError(f"{self.method} config: {name} must be a number; got {value!r}")
-        v = float(value)
-        if not (math.isfinite(v) and accept(v)):
-            raise SearchError(f"{self.method} config: {name} must be {wanted}; got {value!r}")
-        object.__setattr__(self, name, v)
-
-    def _check_positive(self, name: str) -> None:
-        self._check_real(name, "finite and > 0", lambda v: v > 0.0)
-
-    def _check_probability(self, name: str) -> None:
-        self._check_real(name, "in [0, 1]", lambda v: 0.0 <= v <= 1.0)
-
-    def _check_bool(self, name: str) -> None:
-        value = getattr(self, name)
-        if not isinstance(value, (bool, np.bool_)):
-            raise SearchError(f"{self.method} config: {name} must be True or False; got {value!r}")
-        object.__setattr__(self, name, bool(value))

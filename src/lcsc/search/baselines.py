@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from lcsc.ema import ema_coefficients
+from lcsc.progress import Progress, report
 from lcsc.trajectory import Trajectory
 
 Objective = Callable[[dict[str, torch.Tensor]], float]
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,12 @@ def _best(
     traj: Trajectory,
     objective: Objective,
     progress: Progress | None,
+    stage: str,
 ) -> Choice:
     scores: dict[str, float] = {}
     for i, (label, a) in enumerate(candidates.items()):
         scores[label] = float(objective(traj.combine(a)))
-        if progress is not None:
-            progress(i + 1, len(candidates))
+        report(progress, stage, i + 1, len(candidates))
     finite = {k: v for k, v in scores.items() if np.isfinite(v)}
     label = min(finite, key=finite.__getitem__) if finite else next(iter(scores))
     return Choice(label, candidates[label], scores[label], scores, candidates)
@@ -51,9 +51,8 @@ def ema_star(
     traj: Trajectory, objective: Objective, rates: Sequence[float], progress: Progress | None = None
 ) -> Choice:
     """EMA* = the EMA rate of ``rates`` whose combination scores best (labels: the rates)."""
-    return _best(
-        {f"{r:g}": ema_coefficients(traj.steps, r) for r in rates}, traj, objective, progress
-    )
+    candidates = {f"{r:g}": ema_coefficients(traj.steps, r) for r in rates}
+    return _best(candidates, traj, objective, progress, "EMA grid")
 
 
 def best_checkpoint(
@@ -61,4 +60,5 @@ def best_checkpoint(
 ) -> Choice:
     """The single saved checkpoint that scores best (labels: the steps)."""
     eye = np.eye(len(traj))
-    return _best({str(s): eye[i] for i, s in enumerate(traj.steps)}, traj, objective, progress)
+    candidates = {str(s): eye[i] for i, s in enumerate(traj.steps)}
+    return _best(candidates, traj, objective, progress, "checkpoints")

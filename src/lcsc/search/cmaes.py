@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from lcsc.config import integer, real
 from lcsc.search.base import Optimizer, SearchConfig, Vector
 from lcsc.search.space import make_convex, project_to_sum_one, sum_zero_basis
 
@@ -40,8 +41,8 @@ class CMAESConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_positive("sigma_scale")
-        self._check_int("popsize", 2, optional=True)
+        self.check("sigma_scale", real, above=0.0)
+        self.check("popsize", integer, 2, optional=True)
 
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> CMAESOptimizer:
         return CMAESOptimizer(init, self, seed)

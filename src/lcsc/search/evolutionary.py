@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
+from lcsc.config import integer, real
 from lcsc.search.base import Optimizer, SearchConfig, Vector
 from lcsc.search.space import make_convex, normalize_by_sum, project_to_sum_one
 
@@ -43,10 +44,10 @@ class EvolutionaryConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_int("children_per_generation", 1)
-        self._check_int("parents", 1)
-        self._check_probability("select_prob")
-        self._check_positive("mutation_scale")
+        self.check("children_per_generation", integer, 1)
+        self.check("parents", integer, 1)
+        self.check("select_prob", real, 0.0, 1.0)
+        self.check("mutation_scale", real, above=0.0)
 
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> EvolutionaryOptimizer:
         return EvolutionaryOptimizer(init, self, seed)

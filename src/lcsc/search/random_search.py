@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy.typing as npt
 
+from lcsc.config import real
 from lcsc.search.base import Optimizer, SearchConfig, Vector
 from lcsc.search.space import make_convex, project_to_sum_one
 
@@ -24,7 +25,7 @@ class RandomConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_positive("scale")
+        self.check("scale", real, above=0.0)
 
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> RandomOptimizer:
         return RandomOptimizer(init, self, seed)

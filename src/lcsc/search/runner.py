@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from lcsc.config import integer
 from lcsc.ema import default_ema_rates, ema_coefficients
 from lcsc.errors import SearchError
 from lcsc.search.base import Optimizer, SearchConfig
@@ -85,14 +85,6 @@ def check_init(init: npt.ArrayLike, config: SearchConfig) -> npt.NDArray[np.floa
     return arr
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise SearchError(f"{name} must be an integer; got {value!r}")
-    if value < minimum:
-        raise SearchError(f"{name} must be >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def iterate(
     score_fn: ScoreFn,
     init: npt.ArrayLike,
@@ -123,8 +115,8 @@ def iterate(
     """
     config = resolve_method(method)
     init_arr = check_init(init, config)
-    budget = _check_count("budget", budget, 1)
-    seed = _check_count("seed", seed, 0)
+    budget = integer("budget", budget, 1, error=SearchError)
+    seed = integer("seed", seed, 0, error=SearchError)
     history = None
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
@@ -277,8 +269,8 @@ def run(
     default grid). The trajectory's steps and fingerprint guard a resumed workdir
     against a changed trajectory. See :func:`minimize` for the other arguments.
     """
-    _check_count("budget", budget, 1)  # fail before the trajectory does any work
-    _check_count("seed", seed, 0)
+    integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
+    integer("seed", seed, 0, error=SearchError)
     steps = [int(s) for s in trajectory.steps]
     if len(steps) < 2:
         raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")

@@ -145,12 +145,18 @@ def test_merged_file_samples_too(runs: dict[str, Path], tmp_path: Path) -> None:
             "--nfe must be odd",
         ),
         (["sample", "{dm}/ema.safetensors", "--n", "0", "-o", "{tmp}/x.npy"], "--n must be"),
-        (["train", "cd", "--iterations", "5", "--out", "{tmp}/o"], "--teacher DIR is required"),
+        (
+            ["train", "cd", "--iterations", "5", "--out", "{tmp}/o"],
+            "TrainConfig.teacher is required",
+        ),
         (
             ["train", "dm", "--iterations", "5", "--out", "{tmp}/o", "--teacher", "{dm}"],
-            "--teacher is only for",
+            "TrainConfig.teacher is only allowed",
         ),
-        (["train", "dm", "--iterations", "0", "--out", "{tmp}/o"], "--iterations must be"),
+        (
+            ["train", "dm", "--iterations", "0", "--out", "{tmp}/o"],
+            "TrainConfig.iterations must be",
+        ),
         (
             ["train", "dm", "--iterations", "5", "--out", "{tmp}/o", "--data", "{tmp}/none.npz"],
             "none.npz: no such dataset",

@@ -15,7 +15,7 @@ import torch
 from lcsc.errors import LcscError
 from lcsc.reference.generative import (
     ModelConfig,
-    Schedule,
+    SigmaSchedule,
     build_model,
     initial_noise,
     sample,
@@ -55,12 +55,12 @@ def z() -> torch.Tensor:
 
 
 def test_schedule() -> None:
-    sig = Schedule().sigmas(18)
+    sig = SigmaSchedule().sigmas(18)
     assert sig[0] == pytest.approx(80.0) and sig[-1] == pytest.approx(0.002)
     assert all(a > b for a, b in zip(sig, sig[1:], strict=False))
-    assert Schedule().sigmas(1) == [80.0]
+    assert SigmaSchedule().sigmas(1) == [80.0]
     with pytest.raises(LcscError, match="sigma_min"):
-        Schedule(sigma_min=100.0)
+        SigmaSchedule(sigma_min=100.0)
 
 
 def test_nfe_to_steps() -> None:
@@ -132,8 +132,8 @@ def test_consistency_sampling(z: torch.Tensor) -> None:
             ref + math.sqrt(s * s - SMIN**2) * noise[k], torch.full((len(z),), s)
         )
     torch.testing.assert_close(x, ref)
-    assert default_cm_sigmas(1, Schedule()) == [80.0]
-    assert len(default_cm_sigmas(3, Schedule())) == 3
+    assert default_cm_sigmas(1, SigmaSchedule()) == [80.0]
+    assert len(default_cm_sigmas(3, SigmaSchedule())) == 3
 
 
 def test_consistency_generator_is_batch_invariant(z: torch.Tensor) -> None:

@@ -286,16 +286,25 @@ def test_cli_flags_reach_the_training_config(tmp_path: Path) -> None:
     [
         (["--curriculum-pace", "2"], "--curriculum-pace needs --noise-curriculum"),
         (["--momentum-end", "0.5"], "--momentum-end needs --momentum-decay"),
-        (["--noise-curriculum", "--curriculum-tilt-end", "20"], "--curriculum-tilt-end must be"),
-        (["--noise-curriculum", "--curriculum-sigma", "-1"], "--curriculum-sigma must be > 0"),
-        (["--noise-curriculum", "--curriculum-fraction", "0"], "--curriculum-fraction must be"),
-        (["--momentum-decay", "--momentum-end", "1"], "--momentum-end must be in [0, 1)"),
-        (["--momentum-decay", "--momentum-end", "0.95"], "--momentum-end must not exceed"),
+        (["--noise-curriculum", "--curriculum-tilt-end", "20"], "NoiseCurriculum.tilt_end must be"),
+        (
+            ["--noise-curriculum", "--curriculum-sigma", "-1"],
+            "NoiseCurriculum.sigma_easy must be > 0",
+        ),
+        (["--noise-curriculum", "--curriculum-fraction", "0"], "NoiseCurriculum.fraction must be"),
+        (["--momentum-decay", "--momentum-end", "1"], "MomentumDecay.end must be in [0, 1)"),
+        (
+            ["--momentum-decay", "--momentum-end", "0.95"],
+            "TrainConfig.momentum_decay end must not exceed",
+        ),
         (
             ["--momentum-decay", "--momentum-start", "0.5", "--momentum-end", "0.6"],
-            "--momentum-end must not exceed start 0.5",
+            "MomentumDecay.end must not exceed start 0.5",
         ),
-        (["--momentum-decay", "--momentum-pace", "0"], "--momentum-pace must be a positive"),
+        (
+            ["--momentum-decay", "--momentum-pace", "0"],
+            "MomentumDecay.pace must be > 0 (a positive",
+        ),
     ],
 )
 def test_cli_schedule_errors_name_the_flag(

@@ -18,6 +18,7 @@ from typing import Any
 from lcsc.atomic import write_json, write_text
 from lcsc.coefficients import save_coefficients
 from lcsc.config import integer
+from lcsc.progress import Progress
 from lcsc.reference.digits import findings
 from lcsc.reference.digits.evaluation import INDEPENDENT, METRICS
 from lcsc.reference.digits.experiment import (
@@ -25,7 +26,6 @@ from lcsc.reference.digits.experiment import (
     LCSC,
     Comparison,
     ExperimentConfig,
-    Progress,
     compare,
 )
 from lcsc.reference.digits.plots import (
@@ -75,12 +75,11 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the whole demo into ``out`` and return the results written to ``out/results.json``."""
     out = Path(out)
-    report = progress or (lambda stage, done, total: None)
     t0 = time.perf_counter()
     run_dir = out / "run"
     if not (run_dir / "ema.safetensors").is_file():
-        _train(config, run_dir, report)
-    c = compare(run_dir, out / "search", config.experiment, progress=report)
+        _train(config, run_dir, progress)
+    c = compare(run_dir, out / "search", config.experiment, progress=progress)
     traj, star, lcsc = c.trajectory, c.ema_star, c.lcsc
     traj.save_combination(out / "lcsc.safetensors", lcsc.best_coefficients)
     traj.save_combination(out / "ema_star.safetensors", star.coefficients)
@@ -92,7 +91,7 @@ def run_demo(
     return results
 
 
-def _train(config: DemoConfig, run_dir: Path, report: Progress) -> None:
+def _train(config: DemoConfig, run_dir: Path, progress: Progress | None) -> None:
     model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), parametrisation="cm")
     train_config = TrainConfig(
         kind="ct",
@@ -102,7 +101,7 @@ def _train(config: DemoConfig, run_dir: Path, report: Progress) -> None:
         keep=config.keep,
         seed=config.seed,
     )
-    train(train_config, run_dir, on_step=lambda s, _: report("train", s, config.iterations))
+    train(train_config, run_dir, progress=progress)
 
 
 def _results(c: Comparison, config: DemoConfig) -> dict[str, Any]:

@@ -4,7 +4,7 @@ transfer spaces (the Goodhart curve). Shared by ``lcsc demo`` and the benchmarks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from lcsc.config import Config, choice, integer
 from lcsc.ema import default_ema_rates
 from lcsc.metrics import digits_features
 from lcsc.objectives.sample_fd import SampleFD
+from lcsc.progress import Progress, report
 from lcsc.reference.digits.evaluation import HeldOut, HeldOutEvaluator
 from lcsc.reference.digits.objective import digits_reference
 from lcsc.reference.generative.generator import FixedNoiseGenerator
@@ -25,8 +26,6 @@ from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
 from lcsc.trajectory import Trajectory
 
-# stage name, done, total
-Progress = Callable[[str, int, int], None]
 State = dict[str, torch.Tensor]
 
 
@@ -135,9 +134,8 @@ def compare(
     (default: all but step 0).
     """
     config = config or ExperimentConfig()
-    report = progress or (lambda stage, done, total: None)
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
-    star, single, result, n_init = _search(traj, workdir, config, report)
+    star, single, result, n_init = _search(traj, workdir, config, progress)
     evaluate = HeldOutEvaluator(
         traj.metadata,
         config.held_out_samples,
@@ -145,14 +143,14 @@ def compare(
         config.sampler,
         config.held_out_nfe or config.search_nfe,
     )
-    models, held = _held_out(_states(run_dir, traj, star, single, result), evaluate, report)
+    models, held = _held_out(_states(run_dir, traj, star, single, result), evaluate, progress)
     indices = path_indices([ev.score for ev in result.history], n_init, config.path_points)
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
         samples = evaluate.generators[0](traj.combine(ev.coefficients))
         path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
-        report("Goodhart path", i + 1, len(indices))
+        report(progress, "Goodhart path", i + 1, len(indices))
     floor = evaluate.scorer.floor
     return Comparison(
         traj, star, single, result, models, held, floor, tuple(path), evaluate.describe()
@@ -160,7 +158,7 @@ def compare(
 
 
 def _search(
-    traj: Trajectory, workdir: Path, config: ExperimentConfig, report: Progress
+    traj: Trajectory, workdir: Path, config: ExperimentConfig, progress: Progress | None
 ) -> tuple[baselines.Choice, baselines.Choice, search.SearchResult, int]:
     """EMA*, the best checkpoint and the LCSC search, all on search noise; and the size of
     the search's initial population (the EMA grid)."""
@@ -178,8 +176,8 @@ def _search(
         digits_reference(metadata, "main"),
     )
     rates = default_ema_rates(traj.steps)
-    star = baselines.ema_star(traj, objective, rates, lambda d, t: report("EMA grid", d, t))
-    single = baselines.best_checkpoint(traj, objective, lambda d, t: report("checkpoints", d, t))
+    star = baselines.ema_star(traj, objective, rates, progress)
+    single = baselines.best_checkpoint(traj, objective, progress)
     init = search.ema_init(traj.steps, rates)
     result = search.run(
         traj,
@@ -189,7 +187,7 @@ def _search(
         seed=config.seed,
         workdir=workdir,
         init=init,
-        callback=lambda ev: report("search", ev.index + 1, config.budget),
+        callback=lambda ev: report(progress, "search", ev.index + 1, config.budget),
     )
     return star, single, result, len(init)
 
@@ -213,12 +211,12 @@ def _states(
 
 
 def _held_out(
-    states: dict[Model, State], evaluate: HeldOutEvaluator, report: Progress
+    states: dict[Model, State], evaluate: HeldOutEvaluator, progress: Progress | None
 ) -> tuple[tuple[Model, ...], dict[str, HeldOut]]:
     held: dict[str, HeldOut] = {}
     for i, (model, state) in enumerate(states.items()):
         held[model.id] = evaluate(state)
-        report("held-out", i + 1, len(states))
+        report(progress, "held-out", i + 1, len(states))
     return tuple(states), held
 
 

@@ -30,7 +30,7 @@ from lcsc.reference.generative.io import (
     save_model,
 )
 from lcsc.reference.generative.networks import ModelConfig, build_model
-from lcsc.reference.generative.samplers import Schedule, initial_noise, sample, steps_for
+from lcsc.reference.generative.samplers import SigmaSchedule, initial_noise, sample, steps_for
 from lcsc.reference.generative.training import TrainConfig, TrainResult, train
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "LoadedModel",
     "ModelConfig",
     "Preconditioning",
-    "Schedule",
+    "SigmaSchedule",
     "TrainConfig",
     "TrainResult",
     "build_model",

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from lcsc.config import Config, boolean, integer, integers, real
 from lcsc.errors import LcscError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -37,7 +36,7 @@ SPLITS = ("train", "test", "all")
 
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(Config):
     """Where a dataset comes from and how model space maps back to its original units.
 
     Attributes:
@@ -60,31 +59,17 @@ class DataSpec:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "original_shape", tuple(int(s) for s in self.original_shape))
-        if not self.high > self.low:
-            raise LcscError(f"DataSpec.high must exceed low, got [{self.low}, {self.high}]")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise LcscError(f"DataSpec.test_fraction must be in [0, 1), got {self.test_fraction}")
-        if math.prod(self.shape) != math.prod(self.original_shape):
-            raise LcscError(
-                f"DataSpec: shape {self.shape} and {self.original_shape} differ in size"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DataSpec:
-        if not isinstance(d, Mapping):
-            raise LcscError(f"DataSpec: expected a mapping, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise LcscError(f"DataSpec: unknown field(s) {', '.join(unknown)}")
-        try:
-            return cls(**dict(d))
-        except TypeError as exc:
-            raise LcscError(f"DataSpec: {exc}") from exc
+        self.check("shape", integers, 1)
+        self.check("original_shape", integers, 1)
+        self.check("low", real)
+        self.check("high", real)
+        self.require(self.high > self.low, "high", f"must exceed low {self.low}", self.high)
+        self.check("channels_last", boolean)
+        self.check("test_fraction", real, 0.0, below=1.0)
+        self.check("split_seed", integer, 0)
+        same = math.prod(self.shape) == math.prod(self.original_shape)
+        msg = f"must hold as many values as original_shape {self.original_shape}"
+        self.require(same, "shape", msg, self.shape)
 
 
 @dataclass(frozen=True)
@@ -143,8 +128,7 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise LcscError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise LcscError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    real("test_fraction", test_fraction, 0.0, below=1.0)
     labels = None
     if str(source) == "digits":
         values, labels, spec = _digits()

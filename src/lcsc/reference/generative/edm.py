@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lcsc.errors import LcscError
+from lcsc.config import Config, choice, real
 
 PARAMETRISATIONS = ("dm", "cm")
 
 
 @dataclass(frozen=True)
-class Preconditioning:
+class Preconditioning(Config):
     """Which preconditioning to apply, and its constants.
 
     Attributes:
@@ -47,14 +47,9 @@ class Preconditioning:
     parametrisation: str = "dm"
 
     def __post_init__(self) -> None:
-        if not self.sigma_data > 0:
-            raise LcscError(f"sigma_data must be > 0, got {self.sigma_data}")
-        if not self.sigma_min > 0:
-            raise LcscError(f"sigma_min must be > 0, got {self.sigma_min}")
-        if self.parametrisation not in PARAMETRISATIONS:
-            raise LcscError(
-                f"parametrisation must be one of {PARAMETRISATIONS}, got {self.parametrisation!r}"
-            )
+        self.check("sigma_data", real, above=0.0)
+        self.check("sigma_min", real, above=0.0)
+        self.check("parametrisation", choice, PARAMETRISATIONS)
 
     def c_skip(self, sigma: torch.Tensor) -> torch.Tensor:
         """Skip scaling, same shape as ``sigma``."""

@@ -12,14 +12,12 @@ checkpoint's ``lcsc_metadata``); :func:`build_model` turns it into a :class:`Den
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lcsc.errors import LcscError
+from lcsc.config import Config, choice, integer, integers, real
 from lcsc.reference.generative.edm import PARAMETRISATIONS, Denoiser, Preconditioning
 
 KINDS = ("mlp", "unet")
@@ -28,7 +26,7 @@ _EMBED_SEED = 0  # Fourier frequencies are a fixed function of the config, never
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Config):
     """Architecture and preconditioning of a denoiser.
 
     Attributes:
@@ -63,40 +61,32 @@ class ModelConfig:
     parametrisation: str = "dm"
 
     def __post_init__(self) -> None:
-        # Accept lists (from JSON) but store tuples, so configs stay hashable and comparable.
-        object.__setattr__(self, "data_shape", _int_tuple("data_shape", self.data_shape))
-        object.__setattr__(self, "channel_mult", _int_tuple("channel_mult", self.channel_mult))
-        _choice("kind", self.kind, KINDS)
-        _choice("embedding", self.embedding, EMBEDDINGS)
-        _choice("parametrisation", self.parametrisation, PARAMETRISATIONS)
-        for name in ("width", "depth", "channels", "num_res_blocks"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("emb_dim", self.emb_dim)
-        if self.emb_dim % 2:
-            raise LcscError(f"ModelConfig.emb_dim must be even, got {self.emb_dim}")
-        if not self.data_shape or min(self.data_shape) < 1:
-            raise LcscError(
-                f"ModelConfig.data_shape must be non-empty and positive: {self.data_shape}"
-            )
-        if not self.channel_mult or min(self.channel_mult) < 1:
-            raise LcscError(f"ModelConfig.channel_mult must be positive: {self.channel_mult}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise LcscError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout}")
+        # Lists (from JSON) are stored as tuples, so configs stay hashable and comparable.
+        self.check("data_shape", integers, 1)
+        self.check("channel_mult", integers, 1)
+        self.check("kind", choice, KINDS)
+        self.check("embedding", choice, EMBEDDINGS)
+        self.check("parametrisation", choice, PARAMETRISATIONS)
+        for name in ("width", "depth", "channels", "num_res_blocks", "emb_dim"):
+            self.check(name, integer, 1)
+        self.require(self.emb_dim % 2 == 0, "emb_dim", "must be even", self.emb_dim)
+        self.check("dropout", real, 0.0, below=1.0)
         for name in ("embedding_scale", "sigma_data", "sigma_min"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise LcscError(f"ModelConfig.{name} must be a positive number, got {value!r}")
+            self.check(name, real, above=0.0)
         if self.kind == "unet":
-            if len(self.data_shape) != 3:
-                raise LcscError(
-                    f"ModelConfig.data_shape must be (C, H, W) for a U-Net, got {self.data_shape}"
-                )
-            factor = 2 ** (len(self.channel_mult) - 1)
-            if self.data_shape[1] % factor or self.data_shape[2] % factor:
-                raise LcscError(
-                    f"ModelConfig.data_shape {self.data_shape}: H and W must be divisible by"
-                    f" {factor} for {len(self.channel_mult)} resolutions (channel_mult)"
-                )
+            self._check_unet_shape()
+
+    def _check_unet_shape(self) -> None:
+        shape = self.data_shape
+        self.require(len(shape) == 3, "data_shape", "must be (C, H, W) for a U-Net", shape)
+        factor = 2 ** (len(self.channel_mult) - 1)
+        self.require(
+            shape[1] % factor == 0 and shape[2] % factor == 0,
+            "data_shape",
+            f"must have H and W divisible by {factor} for {len(self.channel_mult)} resolutions"
+            " (channel_mult)",
+            shape,
+        )
 
     @property
     def preconditioning(self) -> Preconditioning:
@@ -106,44 +96,6 @@ class ModelConfig:
     def dim(self) -> int:
         """Number of values in one sample."""
         return math.prod(self.data_shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (tuples become lists)."""
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer or foreign config)."""
-        if not isinstance(d, Mapping):
-            raise LcscError(f"ModelConfig: expected a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise LcscError(f"ModelConfig: unknown field(s) {', '.join(unknown)}")
-        return cls(**dict(d))
-
-
-def _choice(name: str, value: object, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise LcscError(f"ModelConfig.{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LcscError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
-
-
-def _int_tuple(name: str, value: object) -> tuple[int, ...]:
-    try:
-        out = tuple(value)  # type: ignore[arg-type]
-    except TypeError as exc:
-        raise LcscError(
-            f"ModelConfig.{name} must be a sequence of integers, got {value!r}"
-        ) from exc
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-        raise LcscError(f"ModelConfig.{name} must be a sequence of integers, got {value!r}")
-    return out
 
 
 # --------------------------------------------------------------------------- building blocks

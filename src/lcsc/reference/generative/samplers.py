@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lcsc.config import Config, integer, real
 from lcsc.errors import LcscError
 
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,7 +41,7 @@ METHODS = ("euler", "heun", "dpmpp", "cm")
 
 
 @dataclass(frozen=True)
-class Schedule:
+class SigmaSchedule(Config):
     """The EDM noise levels: ``sigma_min``, ``sigma_max`` and the warping exponent ``rho``."""
 
     sigma_min: float = 0.002
@@ -48,12 +49,11 @@ class Schedule:
     rho: float = 7.0
 
     def __post_init__(self) -> None:
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise LcscError(
-                f"Schedule: need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}"
-            )
-        if not self.rho > 0:
-            raise LcscError(f"Schedule.rho must be > 0, got {self.rho}")
+        self.check("sigma_min", real, above=0.0)
+        self.check("sigma_max", real)
+        msg = f"must exceed sigma_min {self.sigma_min}"
+        self.require(self.sigma_max > self.sigma_min, "sigma_max", msg, self.sigma_max)
+        self.check("rho", real, above=0.0)
 
     def sigmas(self, n: int) -> list[float]:
         """``n`` decreasing noise levels from ``sigma_max`` to ``sigma_min`` (EDM Eq. (5)),
@@ -69,8 +69,7 @@ class Schedule:
 def steps_for(method: str, nfe: int) -> int:
     """Number of solver steps that make exactly ``nfe`` network evaluations."""
     _check_method(method)
-    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-        raise LcscError(f"nfe must be a positive integer, got {nfe!r}")
+    nfe = integer("nfe", nfe, 1)
     if method == "heun":
         if nfe % 2 == 0:
             raise LcscError(
@@ -160,7 +159,7 @@ def dpmpp_2m(denoise: DenoiseFn, z: torch.Tensor, sigmas: Sequence[float]) -> to
 
 
 # --------------------------------------------------------------------------- consistency models
-def default_cm_sigmas(nfe: int, schedule: Schedule) -> list[float]:
+def default_cm_sigmas(nfe: int, schedule: SigmaSchedule) -> list[float]:
     """Noise levels of ``nfe``-step consistency sampling: ``sigma_max`` then the EDM schedule of
     ``nfe + 1`` levels without its last (``sigma_min``, where ``D`` is the identity)."""
     if nfe == 1:
@@ -200,7 +199,7 @@ def sample(
     nfe: int = 35,
     *,
     batch_size: int | None = None,
-    schedule: Schedule | None = None,
+    schedule: SigmaSchedule | None = None,
     sigmas: Sequence[float] | None = None,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
@@ -220,20 +219,10 @@ def sample(
         generator, noise: re-noising of multistep ``cm``: a tensor (nfe - 1, N, *S), or drawn
             from ``generator`` (all of it, before batching). Unused by the ODE methods.
     """
-    schedule = schedule or Schedule()
+    schedule = schedule or SigmaSchedule()
     steps = steps_for(method, nfe)
-    if batch_size is not None and batch_size < 1:
-        raise LcscError(f"batch_size must be >= 1, got {batch_size}")
-    if sigmas is None:
-        levels = default_cm_sigmas(nfe, schedule) if method == "cm" else schedule.sigmas(steps)
-    else:
-        levels = [float(s) for s in sigmas]
-        if len(levels) != steps:
-            raise LcscError(
-                f"{method} with nfe={nfe} needs {steps} noise levels, got {len(levels)}"
-            )
-        if any(b >= a for a, b in zip(levels, levels[1:], strict=False)) or levels[-1] <= 0:
-            raise LcscError(f"sigmas must be positive and strictly decreasing, got {levels}")
+    integer("batch_size", batch_size, 1, optional=True)
+    levels = _levels(method, nfe, steps, schedule, sigmas)
     if method == "cm" and steps > 1 and noise is None:
         # Drawn on the CPU (where generators live) for all samples at once: batch-invariant.
         noise = torch.randn(steps - 1, *z.shape, generator=generator, dtype=z.dtype)
@@ -256,6 +245,20 @@ def sample(
                 xb = consistency(model, zb, levels, sigma_min=schedule.sigma_min, noise=nb)
             outputs.append(xb)
     return torch.cat(outputs) if outputs else z.clone()
+
+
+def _levels(
+    method: str, nfe: int, steps: int, schedule: SigmaSchedule, sigmas: Sequence[float] | None
+) -> list[float]:
+    """The noise levels of a run: the schedule's, or explicit ``sigmas`` checked."""
+    if sigmas is None:
+        return default_cm_sigmas(nfe, schedule) if method == "cm" else schedule.sigmas(steps)
+    levels = [float(s) for s in sigmas]
+    if len(levels) != steps:
+        raise LcscError(f"{method} with nfe={nfe} needs {steps} noise levels, got {len(levels)}")
+    if any(b >= a for a, b in zip(levels, levels[1:], strict=False)) or levels[-1] <= 0:
+        raise LcscError(f"sigmas must be positive and strictly decreasing, got {levels}")
+    return levels
 
 
 def _check_method(method: str) -> None:

@@ -19,13 +19,13 @@ only carries the running product of the ``beta1`` values for the bias correction
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch.special import log_ndtr, ndtr, ndtri
 
+from lcsc.config import Config, choice, real
 from lcsc.errors import LcscError
 
 COMPENSATIONS = ("influence", "none", "rms", "stability")
@@ -34,11 +34,7 @@ _V_EPS = 1e-15  # keeps uniforms off 0 and 1, whose quantiles are -inf and +inf
 
 
 class ScheduleError(LcscError):
-    """A bad schedule field; ``field`` names it (the CLI maps it to its flag)."""
-
-    def __init__(self, config: str, field: str, reason: str) -> None:
-        super().__init__(f"{config}.{field} {reason}")
-        self.field, self.reason = field, reason
+    """A bad schedule field; ``field`` names it."""
 
 
 def progress(k: int, iterations: int, fraction: float = 1.0, pace: float = 1.0) -> float:
@@ -55,29 +51,14 @@ def _ramp(start: float, end: float, c: float) -> float:
     return start + c * (end - start)
 
 
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _check_ramp(name: str, fraction: object, pace: object) -> None:
-    if not (_number(fraction) and 0 < fraction <= 1):  # type: ignore[operator]
-        raise ScheduleError(name, "fraction", f"must be in (0, 1], got {fraction!r}")
-    if not (_number(pace) and pace > 0):  # type: ignore[operator]
-        raise ScheduleError(name, "pace", f"must be a positive number, got {pace!r}")
-
-
-def _from_dict(cls: type, d: Mapping[str, Any]) -> Any:
-    if not isinstance(d, Mapping):
-        raise LcscError(f"{cls.__name__}: expected a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
-    if unknown:
-        raise LcscError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
-    return cls(**dict(d))
+def _check_ramp(config: Config) -> None:
+    config.check("fraction", real, above=0.0, maximum=1.0)
+    config.check("pace", real, above=0.0)
 
 
 # --------------------------------------------------------------------------- noise curriculum
 @dataclass(frozen=True)
-class NoiseCurriculum:
+class NoiseCurriculum(Config):
     """Train the easy noise levels ``sigma > sigma_easy`` less and less often.
 
     At iteration ``k`` the noise levels are drawn from the run's lognormal ``p`` (EDM: ``ln
@@ -99,6 +80,7 @@ class NoiseCurriculum:
         fraction, pace: the ramp ``c(k)`` (see the module docstring).
     """
 
+    error: ClassVar[type[LcscError]] = ScheduleError
     sigma_easy: float = 2.0
     tilt_start: float = 0.0
     tilt_end: float = 2.0
@@ -106,26 +88,15 @@ class NoiseCurriculum:
     pace: float = 1.0
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not (_number(self.sigma_easy) and self.sigma_easy > 0):
-            raise ScheduleError(name, "sigma_easy", f"must be > 0, got {self.sigma_easy!r}")
+        self.check("sigma_easy", real, above=0.0)
         for field in ("tilt_start", "tilt_end"):
-            value = getattr(self, field)
-            if not (_number(value) and abs(value) <= MAX_TILT):
-                raise ScheduleError(name, field, f"must be in [-10, 10], got {value!r}")
-        _check_ramp(name, self.fraction, self.pace)
+            self.check(field, real, -MAX_TILT, MAX_TILT)
+        _check_ramp(self)
 
     def tilt(self, k: int, iterations: int) -> float:
         """``tilt(k)`` at the 0-based iteration ``k`` of a run of ``iterations``."""
         c = progress(k, iterations, self.fraction, self.pace)
         return _ramp(self.tilt_start, self.tilt_end, c)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> NoiseCurriculum:
-        return _from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -230,7 +201,7 @@ def pair_probabilities(
 
 # --------------------------------------------------------------------------- momentum decay
 @dataclass(frozen=True)
-class MomentumDecay:
+class MomentumDecay(Config):
     """Decrease Adam's ``beta1`` from ``start`` to ``end`` and compensate the learning rate.
 
     ``beta1(k) = start + c(k) (end - start)``, and the learning rate of iteration ``k`` is
@@ -245,6 +216,7 @@ class MomentumDecay:
             see :func:`lr_compensation`.
     """
 
+    error: ClassVar[type[LcscError]] = ScheduleError
     end: float = 0.5
     start: float | None = None
     fraction: float = 1.0
@@ -252,35 +224,18 @@ class MomentumDecay:
     compensation: str = "influence"
 
     def __post_init__(self) -> None:
-        name = type(self).__name__
-        if not (_number(self.end) and 0 <= self.end < 1):
-            raise ScheduleError(name, "end", f"must be in [0, 1), got {self.end!r}")
+        self.check("end", real, 0.0, below=1.0)
+        self.check("start", real, 0.0, below=1.0, optional=True)
         if self.start is not None:
-            if not (_number(self.start) and 0 <= self.start < 1):
-                raise ScheduleError(name, "start", f"must be in [0, 1), got {self.start!r}")
-            if self.end > self.start:
-                raise ScheduleError(
-                    name, "end", f"must not exceed start {self.start} (a decay), got {self.end}"
-                )
-        _check_ramp(name, self.fraction, self.pace)
-        if self.compensation not in COMPENSATIONS:
-            raise ScheduleError(
-                name,
-                "compensation",
-                f"must be one of {', '.join(COMPENSATIONS)}, got {self.compensation!r}",
-            )
+            msg = f"must not exceed start {self.start} (a decay)"
+            self.require(self.end <= self.start, "end", msg, self.end)
+        _check_ramp(self)
+        self.check("compensation", choice, COMPENSATIONS)
 
     def beta1(self, k: int, iterations: int, run_beta1: float) -> float:
         """``beta1(k)``; ``run_beta1`` is the start when ``start`` is None."""
         start = run_beta1 if self.start is None else self.start
         return _ramp(start, self.end, progress(k, iterations, self.fraction, self.pace))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MomentumDecay:
-        return _from_dict(cls, d)
 
 
 def lr_compensation(
