@@ -28,7 +28,9 @@ SMALL = {
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("demo")
     stages: list[str] = []
-    results = run_demo(DemoConfig(**SMALL), out, lambda stage, done, total, **_: stages.append(stage))
+    results = run_demo(
+        DemoConfig(**SMALL), out, lambda stage, done, total, **_: stages.append(stage)
+    )
     assert stages[0] == "train" and "search" in stages and "held-out" in stages
     assert stages[-1] == "Goodhart path"
     return out, results
