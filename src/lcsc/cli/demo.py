@@ -9,16 +9,26 @@ from pathlib import Path
 
 from lcsc.cli.common import StageBars
 
+# flags that map to DemoConfig fields; unset ones keep the field's default
+_DEMO_FIELDS = (
+    "iterations",
+    "budget",
+    "method",
+    "seed",
+    "search_samples",
+    "held_out_samples",
+    "held_out_seeds",
+)
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lcsc.reference.digits.demo import DemoConfig, run_demo
 
-    config = DemoConfig(
-        iterations=args.iterations, budget=args.budget, method=args.method, seed=args.seed
-    )
+    given = {name: getattr(args, name) for name in _DEMO_FIELDS}
+    config = DemoConfig(**{k: v for k, v in given.items() if v is not None})
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lcsc-demo-"))
     with StageBars() as bars:
-        results = run_demo(config, out, bars.update)
+        results = run_demo(config, out, bars)
     print((out / "report.md").read_text())
     fd, ratios = results["held_out_fd"], results["independent_ratios"]
     print(
@@ -55,10 +65,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train, search and compare LCSC with EMA on digits")
     p.add_argument("--out", metavar="DIR", help="where to write the report (default: a temp dir)")
-    p.add_argument("--iterations", type=int, default=6000)
-    p.add_argument("--budget", type=int, default=1000, help="search evaluations")
-    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, help="training iterations (default 6000)")
+    p.add_argument("--budget", type=int, help="search evaluations (default 1000)")
+    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"])
+    p.add_argument("--seed", type=int, help="training, search and noise seed (default 0)")
+    p.add_argument("--search-samples", type=int, help="samples per search score (default 2000)")
+    p.add_argument(
+        "--held-out-samples", type=int, help="samples per held-out noise seed (default 5000)"
+    )
+    p.add_argument("--held-out-seeds", type=int, help="held-out noise seeds (default 3)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

@@ -188,9 +188,7 @@ def rank_correlation(a: np.ndarray | list[float], b: np.ndarray | list[float]) -
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    for value in np.unique(x[np.diff(np.sort(x), prepend=np.nan) == 0]):
-        ranks[x == value] = ranks[x == value].mean()  # average rank for ties
-    return ranks
+    """1-based ranks; tied values share the mean of the ranks they span."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]

@@ -129,3 +129,24 @@ def test_demo_config_shares_the_experiment_config() -> None:
         **{k: v for k, v in SMALL.items() if k not in ("iterations", "record_every", "keep")}
     )
     assert DemoConfig.from_dict(config.to_dict()) == config
+
+
+def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    flags = ["--iterations", "100", "--budget", "12", "--search-samples", "100"]
+    flags += ["--held-out-samples", "100", "--held-out-seeds", "1"]
+    assert main(["demo", "--out", str(out), *flags]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["budget"] == 12 and results["config"]["held_out_seeds"] == 1
+    assert results["config"]["keep"] == DemoConfig().keep  # unset flags keep the defaults
+    assert "## Transfer report" in printed and "median" in printed.splitlines()[-1]
+    for name in ("lcsc.safetensors", "ema_star.safetensors"):
+        assert (out / name).is_file()
+
+
+def test_demo_command_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), "--budget", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lcsc: error: DemoConfig.budget") and "\n" not in err
+    assert not (tmp_path / "d").exists()  # nothing started
