@@ -22,6 +22,9 @@ def test_contrast_pairs_seeds_and_names_the_winner() -> None:
     ema = _held(fd=(2.0, 4.0, 4.0), fd_pixels=(1.0, 3.0, 1.0), recall=(0.4, 0.6, 0.8))
     c = findings.contrasts(lcsc, ema)
     assert c["fd"].ratios == (0.5, 0.5, 0.75) and c["fd"].verdict == "wins"
+    assert c["fd"].differences == (-1.0, -2.0, -1.0) and c["fd"].shown() == "0.58x"
+    kid = findings.contrast(_held(kid=(-0.01, 0.0, 0.01)), _held(kid=(0.02, 0.03, 0.04)), "kid")
+    assert kid.shown() == "-0.03" and kid.verdict == "wins"  # a difference: KID can be < 0
     assert c["fd"].ratio == pytest.approx(0.5833333333)
     assert c["fd"].ratio_std == pytest.approx(
         math.sqrt(((0.5 - 7 / 12) ** 2 * 2 + (1 / 6) ** 2) / 2)

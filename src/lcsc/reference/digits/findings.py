@@ -14,6 +14,7 @@ from lcsc.metrics.scores import rank_correlation
 from lcsc.reference.digits.evaluation import HIGHER_IS_BETTER, INDEPENDENT, METRICS, HeldOut
 
 FD_METRICS = ("fd", "fd_alt", *INDEPENDENT)
+DIFFERENCE_ONLY = frozenset({"kid"})  # unbiased KID is ~0 or negative near the floor
 LABELS = {
     "fd": "search space (main MLP)",
     "fd_alt": "validation space (conv net)",
@@ -37,6 +38,7 @@ class Contrast:
 
     metric: str
     ratios: tuple[float, ...]
+    differences: tuple[float, ...]
     verdict: str
 
     @property
@@ -46,6 +48,13 @@ class Contrast:
     @property
     def ratio_std(self) -> float:
         return float(np.std(self.ratios, ddof=1)) if len(self.ratios) > 1 else 0.0
+
+    def shown(self) -> str:
+        """The ratio (``0.85x``); for KID, whose unbiased estimate can be negative near the
+        floor, the difference instead."""
+        if self.metric in DIFFERENCE_ONLY:
+            return f"{np.mean(self.differences):+.3g}"
+        return f"{self.ratio:.2f}x"
 
 
 def contrast(lcsc: HeldOut, baseline: HeldOut, metric: str) -> Contrast:
@@ -57,7 +66,7 @@ def contrast(lcsc: HeldOut, baseline: HeldOut, metric: str) -> Contrast:
     verdict = "wins" if better.all() else "loses" if worse.all() else "ties"
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = tuple(float(r) for r in a / b)
-    return Contrast(metric, ratios, verdict)
+    return Contrast(metric, ratios, tuple(float(d) for d in a - b), verdict)
 
 
 def contrasts(lcsc: HeldOut, baseline: HeldOut) -> dict[str, Contrast]:
@@ -85,7 +94,7 @@ def in_words(c: dict[str, Contrast], floor: dict[str, float], ema_fd: dict[str, 
     groups = {v: [m for m in METRICS if c[m].verdict == v] for v in ("wins", "loses", "ties")}
 
     def names(ms: list[str]) -> str:
-        return ", ".join(f"{LABELS[m]} ({c[m].ratio:.2f}x)" for m in ms) or "none"
+        return ", ".join(f"{LABELS[m]} ({c[m].shown()})" for m in ms) or "none"
 
     ind = independent_ratios(c)
     lines = [
