@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,43 @@ def summary(c: Comparison) -> dict:
     }
 
 
+def run_seed(record: Callable[..., None], root: Path, seed: int, s: dict[str, int]) -> None:
+    """Train the runs of one seed (cached) and record every claim's comparison."""
+    ct = ensure_run(root / "ct", "ct", seed, s["iters"])
+    record(f"a/ct/{seed}", ct, root / "search-ct", seed=seed, trajectory=window(ct))
+    dm = ensure_run(root / "dm", "dm", seed, s["iters"])
+    record(
+        f"a/dm/{seed}",
+        dm,
+        root / "search-dm",
+        seed=seed,
+        sampler="dpmpp",
+        search_nfe=9,
+        trajectory=window(dm),
+    )
+    cd = ensure_run(root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=dm)
+    record(f"a/cd/{seed}", cd, root / "search-cd", seed=seed, trajectory=window(cd))
+    long = ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4)
+    record(
+        f"a/ct-converged/{seed}",
+        long,
+        root / "search-ct-long",
+        seed=seed,
+        trajectory=window(long),
+    )
+    quarter = Trajectory.open(ct / "trajectory").select(start=1, stop=s["iters"] // 4)
+    record(f"b/ct-quarter/{seed}", ct, root / "search-ct-quarter", seed=seed, trajectory=quarter)
+    record(
+        f"c/dm-nfe5/{seed}",
+        dm,
+        root / "search-dm-nfe5",
+        seed=seed,
+        sampler="dpmpp",
+        search_nfe=5,
+        trajectory=window(dm),
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/claims"))
@@ -118,42 +156,7 @@ def main() -> None:
         write_json(path, results)
 
     for seed in args.seeds:
-        root = args.out / f"seed{seed}"
-        ct = ensure_run(root / "ct", "ct", seed, s["iters"])
-        record(f"a/ct/{seed}", ct, root / "search-ct", seed=seed, trajectory=window(ct))
-        dm = ensure_run(root / "dm", "dm", seed, s["iters"])
-        record(
-            f"a/dm/{seed}",
-            dm,
-            root / "search-dm",
-            seed=seed,
-            sampler="dpmpp",
-            search_nfe=9,
-            trajectory=window(dm),
-        )
-        cd = ensure_run(root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=dm)
-        record(f"a/cd/{seed}", cd, root / "search-cd", seed=seed, trajectory=window(cd))
-        long = ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4)
-        record(
-            f"a/ct-converged/{seed}",
-            long,
-            root / "search-ct-long",
-            seed=seed,
-            trajectory=window(long),
-        )
-        quarter = Trajectory.open(ct / "trajectory").select(start=1, stop=s["iters"] // 4)
-        record(
-            f"b/ct-quarter/{seed}", ct, root / "search-ct-quarter", seed=seed, trajectory=quarter
-        )
-        record(
-            f"c/dm-nfe5/{seed}",
-            dm,
-            root / "search-dm-nfe5",
-            seed=seed,
-            sampler="dpmpp",
-            search_nfe=5,
-            trajectory=window(dm),
-        )
+        run_seed(record, args.out / f"seed{seed}", seed, s)
     print(table(results, args.seeds))
     print()
     print(transfer_table(results, args.seeds))
