@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,42 @@ def recorded(tmp_path: Path) -> Path:
     """A Recorder directory with 12 checkpoints of a tiny model (steps 5..60)."""
     train(tmp_path / "run")
     return tmp_path / "run"
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path):
+    """Factory: ``tmpfs(size)`` mounts a fresh tmpfs of ``size`` bytes and returns its folder;
+    ``tmpfs.read_only(folder)`` remounts it read-only. Skips where mounting is not permitted
+    (not root, no mount namespace): disk-full and read-only faults need a real filesystem,
+    since root ignores permission bits."""
+    mounted: list[Path] = []
+
+    def mount(*args: str) -> None:
+        proc = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+
+    def make(size: int) -> Path:
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder))
+        mounted.append(folder)
+        return folder
+
+    make.read_only = lambda folder: mount("-o", "remount,ro", str(folder))  # type: ignore[attr-defined]
+    make.fill = fill  # type: ignore[attr-defined]
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Fill the filesystem of ``folder`` to the last byte."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 4096, 1):  # large writes, then whatever is left
+            with contextlib.suppress(OSError):
+                while os.write(fd, b"\0" * size):
+                    pass
+    finally:
+        os.close(fd)

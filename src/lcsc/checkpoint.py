@@ -9,6 +9,7 @@ Writes are atomic (see :mod:`lcsc.atomic`).
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -40,6 +41,11 @@ _ST_DTYPES: dict[str, torch.dtype] = {
 }
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+_ENOMEM_HINT = (
+    "cannot map the file into memory: lcsc keeps every checkpoint of a trajectory mapped, so"
+    " the address-space limit (ulimit -v) must exceed the trajectory's size on disk; mapped"
+    " pages are reclaimable page cache, not allocated memory (docs/trajectories.md)"
+)
 # State dicts nested one level deep, as many training scripts save them.
 _NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict", "net")
 
@@ -98,36 +104,100 @@ def _parse_safetensors(path: Path) -> Checkpoint:
             buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if size > 0 else None
     except CheckpointError:
         raise
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOMEM:
+            raise CheckpointError(f"{path}: {_ENOMEM_HINT} ({exc})") from exc
         raise CheckpointError(f"{path}: unreadable safetensors file: {exc}") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header")
-    metadata = header.pop("__metadata__", None) or {}
-    data_start = 8 + n
-    data_size = size - data_start
-    layout: dict[str, TensorInfo] = {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file: {exc}") from exc
+    metadata, layout = _check_header(path, header, size - 8 - n)
     tensors: dict[str, torch.Tensor] = {}
-    ckpt = Checkpoint(path, tensors, dict(metadata), layout, buffer, data_start)
-    for key, info in header.items():
-        try:
-            dtype = _ST_DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{path}: key '{key}': unsupported or corrupt entry {info}"
-            ) from exc
-        ti = TensorInfo(dtype, shape, begin, end)
-        if end > data_size or begin > end:
-            raise CheckpointError(
-                f"{path}: key '{key}': data ends at byte {end} but the file holds {data_size}"
-                " (truncated file?)"
-            )
-        if end - begin != ti.numel * torch.empty((), dtype=dtype).element_size():
-            raise CheckpointError(f"{path}: key '{key}': byte size does not match its shape")
-        layout[key] = ti
-        tensors[key] = ckpt.flat_view(dtype, begin, end).view(shape)
+    ckpt = Checkpoint(path, tensors, metadata, layout, buffer, 8 + n)
+    for key, ti in layout.items():
+        tensors[key] = ckpt.flat_view(ti.dtype, ti.begin, ti.end).view(ti.shape)
     return ckpt
+
+
+def _is_count(value: object) -> bool:
+    """A JSON non-negative integer (not a bool, not a float such as 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_header(
+    path: Path, header: object, data_size: int
+) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    """Validate a parsed safetensors header as the format specifies; return metadata, layout.
+
+    The rules are the reference implementation's: a JSON object; an optional
+    ``__metadata__`` mapping strings to strings; per tensor a known dtype, a shape of
+    non-negative integers and ``data_offsets`` ``[begin, end]`` with ``end - begin`` equal to
+    the shape's byte size; and, sorted by offset, the tensors tile the data block exactly
+    (from byte 0, no gap, no overlap, nothing after the last one), so no byte is read twice
+    and no header byte can be read as data.
+    """
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings")
+    layout: dict[str, TensorInfo] = {}
+    for key, info in header.items():
+        layout[key] = _tensor_info(path, key, info, data_size)
+    position = 0
+    for key, ti in sorted(layout.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if ti.begin != position:
+            what = "overlaps the previous tensor" if ti.begin < position else "leaves a gap"
+            raise CheckpointError(
+                f"{path}: key '{key}': invalid data_offsets [{ti.begin}, {ti.end}]: {what}"
+                f" (expected to start at byte {position})"
+            )
+        position = ti.end
+    if position != data_size:
+        raise CheckpointError(
+            f"{path}: {data_size - position} bytes after the last tensor; the data block must"
+            " be fully covered by the tensors"
+        )
+    return metadata, layout
+
+
+def _tensor_info(path: Path, key: str, info: object, data_size: int) -> TensorInfo:
+    """One header entry as a :class:`TensorInfo`, or a :class:`CheckpointError` naming it."""
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise CheckpointError(f"{path}: key '{key}': corrupt entry {info!r}")
+    dtype = _ST_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+    if dtype is None:
+        raise CheckpointError(f"{path}: key '{key}': unsupported dtype {info['dtype']!r}")
+    shape, offsets = info["shape"], info["data_offsets"]
+    if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        raise CheckpointError(
+            f"{path}: key '{key}': shape {shape!r} is not a list of non-negative integers"
+        )
+    nonzero = 1
+    for s in shape:
+        nonzero *= max(s, 1)
+    if nonzero >= 2**63:
+        raise CheckpointError(f"{path}: key '{key}': shape {shape} is too large")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+        raise CheckpointError(
+            f"{path}: key '{key}': data_offsets {offsets!r} is not [begin, end] with"
+            " non-negative integers"
+        )
+    ti = TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])
+    if ti.end > data_size:
+        raise CheckpointError(
+            f"{path}: key '{key}': data ends at byte {ti.end} but the file holds {data_size}"
+            " (truncated file?)"
+        )
+    if ti.end - ti.begin != ti.numel * torch.empty((), dtype=dtype).element_size():
+        raise CheckpointError(
+            f"{path}: key '{key}': data_offsets [{ti.begin}, {ti.end}] do not match its shape"
+            f" {list(ti.shape)} and dtype {info['dtype']}"
+        )
+    return ti
 
 
 def _load_pt(path: Path) -> Checkpoint:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from lcsc.atomic import write_json
 from lcsc.errors import LcscError
+
+SUM_TOLERANCE = 1e-6  # |sum - 1| above this is reported (a rounded file sums to 1 +- 1e-12)
 
 
 def load_coefficients(path: str | os.PathLike[str], k: int | None = None) -> np.ndarray:
@@ -47,3 +50,8 @@ def save_coefficients(
     if steps is not None:
         obj["steps"] = [int(s) for s in steps]
     write_json(path, obj | extra)
+
+
+def coefficient_sum(coefficients: np.ndarray | Sequence[float]) -> float:
+    """The sum of finite ``coefficients``, exactly rounded (no overflow in between)."""
+    return float(sum(Fraction(float(c)) for c in coefficients))

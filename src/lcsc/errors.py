@@ -15,3 +15,7 @@ class TrajectoryError(LcscError):
 
 class SearchError(LcscError):
     """A coefficient search cannot start, resume or continue."""
+
+
+class WriteError(LcscError):
+    """An output cannot be written (read-only or full disk, a folder in the way, an input)."""

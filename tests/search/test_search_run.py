@@ -120,3 +120,54 @@ def test_bad_budget_fails_before_touching_the_trajectory(trajectory, objective) 
     with pytest.raises(SearchError, match="budget"):
         run(trajectory, objective, budget=-1)
     assert trajectory.fingerprint_calls == 0
+
+
+def test_resume_checks_the_objective_identity(trajectory, objective, make_init, tmp_path) -> None:
+    """Issue 12 case 20: a changed objective used to replay the old scores silently."""
+    init = make_init(K)
+    run(trajectory, objective, budget=5, init=init, workdir=tmp_path / "a")
+
+    def another(state: dict[str, torch.Tensor]) -> float:
+        return objective(state)
+
+    with pytest.raises(
+        SearchError, match=r'identity\.objective differs.*now "[^"]*<locals>\.another"'
+    ):
+        run(trajectory, another, budget=8, init=init, workdir=tmp_path / "a")
+    named = {"spec": "pkg:make", "args": {"target": "1"}}
+    run(
+        trajectory, objective, budget=5, init=init, workdir=tmp_path / "b", objective_identity=named
+    )
+    changed = {"spec": "pkg:make", "args": {"target": "2"}}
+    with pytest.raises(SearchError, match='args.target differs.*recorded "1", now "2"'):
+        run(
+            trajectory,
+            objective,
+            budget=8,
+            init=init,
+            workdir=tmp_path / "b",
+            objective_identity=changed,
+        )
+    again = run(
+        trajectory, objective, budget=8, init=init, workdir=tmp_path / "b", objective_identity=named
+    )
+    assert [e.resumed for e in again.history] == [True] * 5 + [False] * 3
+
+
+def test_on_resume_comes_once_between_replayed_and_new(
+    trajectory, objective, make_init, tmp_path
+) -> None:
+    init = make_init(K)
+    events: list[object] = []
+    run(trajectory, objective, budget=4, init=init, workdir=tmp_path, on_resume=events.append)
+    assert events == []  # nothing replayed: not called
+    run(
+        trajectory,
+        objective,
+        budget=7,
+        init=init,
+        workdir=tmp_path,
+        callback=lambda e: events.append(e.resumed),
+        on_resume=lambda n: events.append(("resumed", n)),
+    )
+    assert events == [True] * 4 + [("resumed", 4)] + [False] * 3

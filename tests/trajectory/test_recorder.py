@@ -102,12 +102,71 @@ def test_kill_9_never_leaves_a_partial_checkpoint(tmp_path: Path, compact: bool)
     time.sleep(0.3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    Recorder(tmp_path / "run", every=1, keep=5).close()  # removes a killed writer's temporary
+    assert not list((tmp_path / "run").glob(".tmp-*"))
     traj = Trajectory.open(tmp_path / "run")
     assert 1 <= len(traj) <= 6
     for i, step in enumerate(traj.steps):
         sd = traj.load(i)
         assert int(sd["n"]) == step
         torch.testing.assert_close(sd["w"], torch.full((200_000,), 0.001 * step), rtol=1e-6, atol=0)
+
+
+# A writer of lcsc.atomic stopped inside its write: killed (kill -9) or waiting on stdin.
+_WRITER = """
+import os, signal, sys
+from lcsc.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"partial")
+    if sys.argv[2] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    print("writing", flush=True)
+    sys.stdin.readline()
+    tmp.write_bytes(b"done")
+"""
+
+
+def test_recorder_removes_temporaries_of_crashed_writers_only(tmp_path: Path) -> None:
+    """Issue 12 case 19: orphaned ``.tmp-step-*`` files used to pile up after each kill -9."""
+    run = tmp_path / "run"
+    with Recorder(run, every=1) as rec:
+        rec.update({"w": torch.ones(3)}, 1)
+    for step in (2, 3, 4):
+        killed = subprocess.run(
+            [sys.executable, "-c", _WRITER, str(run / f"step-{step:010d}.safetensors"), "kill"]
+        )
+        assert killed.returncode == -signal.SIGKILL
+    live_target = run / "step-0000000099.safetensors"
+    live = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(live_target), "wait"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline() == "writing\n"
+        assert len(list(run.glob(".tmp-step-*"))) == 4
+        Recorder(run, every=1).close()
+        left = list(run.glob(".tmp-step-*"))
+        assert [p.name.startswith(".tmp-step-0000000099.") for p in left] == [True]
+    finally:
+        live.communicate("go\n", timeout=30)
+    assert live.returncode == 0 and live_target.read_bytes() == b"done"
+    assert not list(run.glob(".tmp-*"))
+
+
+def test_disk_full_reaches_the_training_thread(tmp_path: Path, tmpfs) -> None:
+    folder = tmpfs(256 << 10)
+    rec = Recorder(folder / "run", every=1)
+    rec.update({"w": torch.ones(8)}, 1)
+    rec.flush()
+    tmpfs.fill(folder)
+    rec.update({"w": torch.ones(8)}, 2)
+    with pytest.raises(CheckpointError, match=r"step 2 .*run.*No space left on device"):
+        rec.flush()
+    rec.close()
+    assert Trajectory.open(folder / "run").steps == [1]
+    assert not list((folder / "run").glob(".tmp-*"))
 
 
 def test_compact_halves_disk_and_keeps_precision(tmp_path: Path) -> None:

@@ -1,9 +1,19 @@
 """The ``lcsc`` command line: a thin layer over the Python API.
 
 Each command group lives in its own module with a ``register(subparsers)`` function. A user error
-(bad file, mismatched checkpoints, bad arguments) prints one line naming what is at fault and
-exits with status 1, without a traceback; outputs are written atomically, so a failed command
-never leaves a partial file behind.
+prints one line, ``lcsc: error: ...``, naming the file, key, argument or objective at fault, and
+exits with status 1, without a traceback; outputs are written atomically and checked before any
+work (never an input, never inside the trajectory's folder), so a failed command never leaves a
+partial file behind nor touches an existing one.
+
+User errors versus lcsc bugs: every user-facing failure is raised as an
+:class:`~lcsc.errors.LcscError`, converted where it arises: bad files and arguments by the
+parsers and validators; OS errors on the user's paths (read-only or full disk, a folder where a
+file is expected) by the I/O layer (:mod:`lcsc.atomic`, checkpoint reading, the search's
+workdir); any exception raised by the user's objective module, factory or objective (syntax
+errors included) where lcsc calls it. Only ``LcscError`` is turned into one line here, so any
+other exception escaping from lcsc's own code is a bug in lcsc and keeps its traceback.
+See docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -13,10 +23,10 @@ import sys
 from collections.abc import Sequence
 
 from lcsc import __version__
-from lcsc.cli import core, demo, generative
+from lcsc.cli import core, demo, generative, landscape
 from lcsc.errors import LcscError
 
-COMMAND_GROUPS = [core, generative, demo]
+COMMAND_GROUPS = [core, landscape, generative, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

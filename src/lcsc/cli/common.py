@@ -19,6 +19,24 @@ def add_selection(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_objective(p: argparse.ArgumentParser) -> None:
+    """``--objective MODULE:FUNCTION`` and its repeatable ``--objective-arg KEY=VALUE``."""
+    p.add_argument(
+        "--objective",
+        required=True,
+        metavar="MODULE:FUNCTION",
+        help="factory returning a callable state_dict -> float (lower is better); MODULE may be"
+        " a FILE.py",
+    )
+    p.add_argument(
+        "--objective-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the factory, passed as a string (repeatable)",
+    )
+
+
 def open_selection(args: argparse.Namespace) -> Trajectory:
     """The trajectory named by :func:`add_selection`'s arguments."""
     traj = Trajectory.from_paths(args.paths)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lcsc.cli.common import add_selection, open_selection
+
+if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
+    from lcsc.search import SearchResult, Validation
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -17,10 +22,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from lcsc import ema
-    from lcsc.coefficients import load_coefficients
+    from lcsc.atomic import check_not_input
+    from lcsc.coefficients import SUM_TOLERANCE, coefficient_sum, load_coefficients
+    from lcsc.errors import LcscError
 
     traj = open_selection(args)
     if args.ema is not None:
@@ -30,11 +35,21 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     elif args.uniform:
         coefficients = ema.uniform_coefficients(len(traj))
     else:
+        check_not_input(args.output, [args.coefficients], "the --coefficients file")
         coefficients = load_coefficients(args.coefficients, len(traj))
+    total = coefficient_sum(coefficients)
+    if abs(total - 1.0) > SUM_TOLERANCE:
+        scaled = f"coefficients sum to {total:.6g}, not 1: the weights are scaled by that factor"
+        if args.coefficients is not None and not args.allow_any_sum:
+            raise LcscError(
+                f"{args.coefficients}: {scaled} (Eq. 7 of the paper asks a sum of 1); pass"
+                " --allow-any-sum to merge them anyway"
+            )
+        print(f"lcsc: warning: {scaled}", file=sys.stderr)
     traj.save_combination(args.output, coefficients)
     print(
         f"wrote {args.output}: {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}),"
-        f" coefficient sum {float(np.sum(coefficients)):.6f}"
+        f" coefficient sum {total:.6f}"
     )
     return 0
 
@@ -44,9 +59,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     from lcsc import search
     from lcsc.coefficients import save_coefficients
-    from lcsc.objectives import load_objective, parse_pairs
+    from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
+    from lcsc.search.history import HISTORY_FILE
 
-    objective = load_objective(args.objective, parse_pairs(args.objective_arg))
+    kwargs = parse_pairs(args.objective_arg)
+    objective = load_objective(args.objective, kwargs)
+    validation = _validation(args)
+    penalty = None if args.penalty is None else search.Penalty(args.penalty)
     traj = open_selection(args)
     workdir = Path(args.workdir)
     with tqdm(total=args.budget, desc=f"lcsc search ({args.method})", unit="eval") as bar:
@@ -57,7 +76,14 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if ev.score < best:  # NaN compares false: never the best
                 best = ev.score
                 bar.set_postfix(best=f"{best:.4g}")
-            bar.update(1)
+            if not ev.resumed:
+                bar.update(1)
+
+        def resumed(count: int) -> None:
+            tqdm.write(f"resuming: {count} evaluations replayed from {workdir / HISTORY_FILE}")
+            bar.reset()  # rate and ETA count new evaluations only
+            bar.initial = bar.n = bar.last_print_n = count
+            bar.refresh()
 
         result = search.run(
             traj,
@@ -67,6 +93,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             seed=args.seed,
             workdir=workdir,
             callback=progress,
+            objective_identity=objective_identity(args.objective, kwargs),
+            on_resume=resumed,
+            validation=validation,
+            penalty=penalty,
         )
     traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
     save_coefficients(
@@ -77,13 +107,62 @@ def _cmd_search(args: argparse.Namespace) -> int:
         evaluation=result.best_index,
         method=result.method,
         seed=result.seed,
+        **_validation_fields(result),
     )
+    if validation is not None:
+        print(_validation_summary(result, validation))
     print(
         f"best score {result.best_score:.6g} at evaluation {result.best_index} of"
         f" {len(result.history)}; wrote {workdir / 'best.safetensors'},"
         f" {workdir / 'best_coefficients.json'}, {workdir / 'history.jsonl'}"
     )
     return 0
+
+
+def _validation(args: argparse.Namespace) -> Validation | None:
+    from lcsc import search
+    from lcsc.errors import LcscError
+    from lcsc.objectives import load_objective, parse_pairs
+
+    if args.validation_objective is None:
+        for flag in ("patience", "validate_every", "validation_arg"):
+            if getattr(args, flag):
+                flag = "--" + flag.replace("_", "-")
+                raise LcscError(f"{flag} needs --validation-objective")
+        return None
+    pairs = parse_pairs(args.validation_arg, "--validation-arg")
+    objective = load_objective(
+        args.validation_objective, pairs, "--validation-objective", "--validation-arg"
+    )
+    return search.Validation(
+        objective,
+        patience=args.patience,
+        validate_every=args.validate_every,
+        identity={"objective": args.validation_objective, "args": pairs},
+    )
+
+
+def _validation_fields(result: SearchResult) -> dict[str, Any]:
+    if result.best_validation_score is None:
+        return {}
+    return {
+        "validation_score": result.best_validation_score,
+        "search_best_evaluation": result.search_best_index,
+        "search_best_score": result.search_best_score,
+        "validations": len(result.validation_path),
+        "stopped_early": result.stopped_early,
+    }
+
+
+def _validation_summary(result: SearchResult, validation: Validation) -> str:
+    stop = ""
+    if result.stopped_early:
+        stop = f"; stopped early after {validation.patience} validations without improvement"
+    return (
+        f"validation score {result.best_validation_score:.6g} of the chosen model (evaluation"
+        f" {result.best_index}, {len(result.validation_path)} validations); the best by search"
+        f" score was evaluation {result.search_best_index} ({result.search_best_score:.6g}){stop}"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +177,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--power-ema", type=float, metavar="SIGMA_REL", help="EDM2 power EMA width")
     how.add_argument("--uniform", action="store_true", help="plain average")
     how.add_argument("--coefficients", metavar="FILE.json", help="a list of K numbers")
+    p.add_argument(
+        "--allow-any-sum",
+        action="store_true",
+        help="merge --coefficients that do not sum to 1 (otherwise refused)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.safetensors")
     p.set_defaults(func=_cmd_merge)
 
@@ -115,6 +199,41 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="keyword argument for the factory (repeatable)",
+    )
+    p.add_argument(
+        "--validation-objective",
+        metavar="MODULE:FUNCTION",
+        help="factory of a second objective state_dict -> float (lower is better, e.g. other"
+        " noise and another feature space) scoring the best-so-far candidates; the result is"
+        " the best by it (default: none, the best by search score)",
+    )
+    p.add_argument(
+        "--validation-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument for the validation factory (repeatable)",
+    )
+    p.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="stop after N validations in a row without a lower validation score"
+        " (default: spend the whole budget)",
+    )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        metavar="N",
+        help="validate the best-so-far after every N evaluations and after the last"
+        " (default: each new best-so-far, right after its evaluation)",
+    )
+    p.add_argument(
+        "--penalty",
+        type=float,
+        metavar="LAMBDA",
+        help="trust region: the search ranks score + LAMBDA * K * ||a - a0||^2, a0 = the best"
+        " EMA vector by score; LAMBDA in the score's units (default: none)",
     )
     p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
     p.add_argument("--budget", type=int, required=True, help="number of evaluations")

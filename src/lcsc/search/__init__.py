@@ -10,23 +10,30 @@ negatives allowed) minimising a non-differentiable score ``F(sum_i a_i theta_i)`
 Methods: ``"evolutionary"`` (the paper's Algorithm 1), ``"cmaes"``, ``"random"``; or a
 config (:class:`EvolutionaryConfig`, :class:`CMAESConfig`, :class:`RandomConfig`).
 With a ``workdir`` the search is logged and resumes exactly after any interruption.
+Against overfitting the metric: a :class:`Validation` objective picks the result from the
+search path and stops early; a :class:`Penalty` keeps candidates near the initial vector.
 """
 
 from lcsc.search.base import SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
+from lcsc.search.penalty import Penalty
 from lcsc.search.random_search import RandomConfig
-from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.results import Evaluation, SearchResult, Validated
 from lcsc.search.runner import METHODS, ema_init, iterate, minimize, resolve_method, run
+from lcsc.search.validation import Validation
 
 __all__ = [
     "METHODS",
     "CMAESConfig",
     "Evaluation",
     "EvolutionaryConfig",
+    "Penalty",
     "RandomConfig",
     "SearchConfig",
     "SearchResult",
+    "Validated",
+    "Validation",
     "ema_init",
     "iterate",
     "minimize",

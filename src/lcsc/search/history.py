@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from lcsc import atomic
 from lcsc.errors import SearchError
+from lcsc.search.results import Validated
 
 try:  # advisory lock against two processes writing one workdir; POSIX only
     import fcntl
@@ -49,6 +50,7 @@ class Record:
     coefficients: npt.NDArray[np.float64]
     score: float
     wall_time_s: float
+    validation: Validated | None = None  # the validation made right after it, if any
 
 
 def make_header(
@@ -88,6 +90,18 @@ def first_difference(old: Any, new: Any, name: str) -> str | None:
     return None if old == new else name
 
 
+def _both_values(old: dict[str, Any], new: dict[str, Any], dotted: str) -> str:
+    """``": recorded X, now Y"`` for the field ``dotted``, when both are short to print."""
+    values = []
+    for obj in (old, new):
+        for name in dotted.split("."):
+            obj = obj.get(name, "(none)") if isinstance(obj, dict) else "(none)"
+        values.append(json.dumps(obj))
+    if max(map(len, values)) > 120:
+        return ""
+    return f": recorded {values[0]}, now {values[1]}"
+
+
 class History:
     """The files of one search in ``workdir``; use :meth:`open` then :meth:`append`."""
 
@@ -106,31 +120,54 @@ class History:
 
         Takes the workdir's lock and truncates a torn final line away.
         """
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.history_path, "ab", buffering=0)  # noqa: SIM115
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise SearchError(f"workdir {self.workdir}: is a file, not a folder")
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.history_path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as exc:
+            raise SearchError(f"workdir {self.workdir}: cannot write there: {exc}") from exc
         try:
             self._lock()
             self._check_header()
             return self._read_records()
-        except BaseException:
+        except BaseException as exc:
             self.close()
+            if isinstance(exc, OSError):
+                raise SearchError(f"workdir {self.workdir}: {exc}") from exc
             raise
 
     def append(
-        self, index: int, coefficients: npt.NDArray[np.float64], score: float, wall_time_s: float
+        self,
+        index: int,
+        coefficients: npt.NDArray[np.float64],
+        score: float,
+        wall_time_s: float,
+        validation: Validated | None = None,
     ) -> None:
         """Append one evaluation as a single line, in one write (atomic w.r.t. kill -9)."""
         assert self._file is not None, "History.open() first"
-        record = {
+        record: dict[str, Any] = {
             "index": index,
             "coefficients": coefficients.tolist(),
             "score": score if math.isfinite(score) else None,
             "wall_time_s": wall_time_s,
         }
+        if validation is not None:  # same line as the evaluation: both or neither survive
+            record["validation"] = {
+                "index": validation.index,
+                "score": validation.score if math.isfinite(validation.score) else None,
+                "wall_time_s": validation.wall_time_s,
+            }
         data = (json.dumps(record, allow_nan=False) + "\n").encode()
-        written = self._file.write(data)
-        while written < len(data):  # a regular file takes it all at once; be safe anyway
-            written += self._file.write(data[written:])
+        try:
+            written = self._file.write(data)
+            while written < len(data):  # a regular file takes it all at once; be safe anyway
+                written += self._file.write(data[written:])
+        except OSError as exc:  # a torn line at worst, dropped on resume
+            raise SearchError(
+                f"{self.history_path}: cannot append evaluation {index}: {exc}"
+            ) from exc
 
     def save_failed(self, index: int, coefficients: npt.NDArray[np.float64], error: str) -> Path:
         path = self.workdir / FAILED_FILE
@@ -177,8 +214,8 @@ class History:
             if diff is not None:
                 raise SearchError(
                     f"{self.workdir} holds a different search ({diff} differs from this "
-                    "call's); choose another workdir, or repeat the original arguments "
-                    "to resume it"
+                    f"call's{_both_values(old, self.header, diff)}); choose another workdir, "
+                    "or repeat the original arguments to resume it"
                 )
 
     def _read_records(self) -> list[Record]:
@@ -217,12 +254,24 @@ class History:
             coefficients = np.array(raw["coefficients"], dtype=np.float64)
             score = math.nan if raw["score"] is None else float(raw["score"])
             wall = float(raw["wall_time_s"])
+            validation = _parse_validation(raw.get("validation"))
             ok = index == n and coefficients.shape == (self.k,)
-        except (TypeError, KeyError, ValueError):
+            ok = ok and (validation is None or 0 <= validation.index <= n)
+        except (TypeError, KeyError, ValueError, AttributeError):
             ok = False
         if not ok:
             raise SearchError(
                 f"{self.history_path}:{n + 1} is not record {n} of a K={self.k} search; "
                 "the history is corrupt, choose another workdir"
             )
-        return Record(index, coefficients, score, wall)
+        return Record(index, coefficients, score, wall, validation)
+
+
+def _parse_validation(raw: Any) -> Validated | None:
+    if raw is None:
+        return None
+    score = math.nan if raw["score"] is None else float(raw["score"])
+    index = raw["index"]
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise ValueError("validation index must be an integer")
+    return Validated(index, score, float(raw["wall_time_s"]))

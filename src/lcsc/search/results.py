@@ -12,6 +12,18 @@ from lcsc.errors import SearchError
 
 
 @dataclasses.dataclass(frozen=True)
+class Validated:
+    """One validation: evaluation ``index`` of the search scored by the validation objective.
+
+    ``score`` is NaN when it was not finite (it never counts as an improvement).
+    """
+
+    index: int
+    score: float
+    wall_time_s: float
+
+
+@dataclasses.dataclass(frozen=True)
 class Evaluation:
     """One scored candidate.
 
@@ -22,6 +34,10 @@ class Evaluation:
             stored alike, so a resumed history equals an uninterrupted one). Ranks last.
         wall_time_s: seconds spent in the objective.
         resumed: True when replayed from the workdir's history instead of evaluated.
+        penalty: the trust-region penalty added to ``score`` for the optimizer (0 without
+            one; see :class:`lcsc.search.Penalty`).
+        validation: the validation made right after this evaluation, if any (of this
+            candidate or of an earlier best-so-far; see :class:`lcsc.search.Validation`).
     """
 
     index: int
@@ -29,11 +45,24 @@ class Evaluation:
     score: float
     wall_time_s: float
     resumed: bool = False
+    penalty: float = 0.0
+    validation: Validated | None = None
+
+    @property
+    def search_score(self) -> float:
+        """What the optimizer ranks: ``score + penalty`` (NaN stays NaN)."""
+        return self.score + self.penalty
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
-    """Outcome of a search: the best candidate and every evaluation, in order."""
+    """Outcome of a search: the chosen candidate and every evaluation, in order.
+
+    Without a validation objective the chosen candidate is the best by search score; with
+    one it is the best by validation score among the validated candidates, and the best by
+    search score is kept in the ``search_best_*`` fields. ``best_score`` and
+    ``search_best_score`` are objective scores (without any penalty).
+    """
 
     best_coefficients: npt.NDArray[np.float64]
     best_score: float
@@ -41,20 +70,59 @@ class SearchResult:
     history: list[Evaluation]
     method: str
     seed: int
+    search_best_coefficients: npt.NDArray[np.float64] | None = None
+    search_best_score: float = math.nan
+    search_best_index: int = -1
+    validation_path: list[Validated] = dataclasses.field(default_factory=list)
+    best_validation_score: float | None = None
+    stopped_early: bool = False
 
     @classmethod
-    def from_history(cls, history: list[Evaluation], method: str, seed: int) -> SearchResult:
-        """Best = lowest finite score, ties to the earliest evaluation."""
+    def from_history(
+        cls, history: list[Evaluation], method: str, seed: int, *, stopped_early: bool = False
+    ) -> SearchResult:
+        """Best = lowest finite search score (validation score when validations were made),
+        ties to the earliest."""
         best: Evaluation | None = None
         for evaluation in history:
-            finite = math.isfinite(evaluation.score)
-            if finite and (best is None or evaluation.score < best.score):
+            score = evaluation.search_score
+            if math.isfinite(score) and (best is None or score < best.search_score):
                 best = evaluation
         if best is None:
             raise SearchError(
                 f"no candidate got a finite score in {len(history)} evaluations; "
                 "check the objective"
             )
-        # A writable copy: users pass it on (torch.from_numpy warns on read-only arrays).
-        best_coefficients = best.coefficients.copy()
-        return cls(best_coefficients, best.score, best.index, history, method, seed)
+        path = [e.validation for e in history if e.validation is not None]
+        chosen, validation_score = best, None
+        if path:
+            chosen_validation = _best_validation(path)
+            chosen, validation_score = history[chosen_validation.index], chosen_validation.score
+        # Writable copies: users pass them on (torch.from_numpy warns on read-only arrays).
+        return cls(
+            chosen.coefficients.copy(),
+            chosen.score,
+            chosen.index,
+            history,
+            method,
+            seed,
+            search_best_coefficients=best.coefficients.copy(),
+            search_best_score=best.score,
+            search_best_index=best.index,
+            validation_path=path,
+            best_validation_score=validation_score,
+            stopped_early=stopped_early,
+        )
+
+
+def _best_validation(path: list[Validated]) -> Validated:
+    best: Validated | None = None
+    for validated in path:
+        if math.isfinite(validated.score) and (best is None or validated.score < best.score):
+            best = validated
+    if best is None:
+        raise SearchError(
+            f"no validated candidate got a finite validation score in {len(path)} "
+            "validations; check the validation objective"
+        )
+    return best

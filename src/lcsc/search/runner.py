@@ -10,11 +10,13 @@ killed at any moment ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -27,8 +29,10 @@ from lcsc.search.base import Optimizer, SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
 from lcsc.search.history import History, make_header
+from lcsc.search.penalty import Penalty, PenaltyTerm
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
+from lcsc.search.validation import SearchPath, Validation, callable_name, with_levers
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -94,6 +98,9 @@ def iterate(
     seed: int = 0,
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
+    on_resume: Callable[[int], None] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
 ) -> Generator[Evaluation, None, None]:
     """Run a search lazily, yielding one :class:`Evaluation` per evaluated candidate.
 
@@ -108,7 +115,13 @@ def iterate(
         workdir: folder holding the search's state; ``None`` keeps it in memory. An
             existing workdir is resumed, if it holds the same search.
         identity: JSON-able description of what is searched over (e.g. trajectory
-            steps and fingerprint), checked on resume.
+            steps and fingerprint, the objective), checked on resume.
+        validation: a validation objective on coefficients, scoring the best-so-far path
+            (see :class:`Validation`); its settings join the workdir's identity.
+        penalty: a trust-region penalty added to the scores the optimizer ranks (see
+            :class:`Penalty`); its settings join the workdir's identity.
+        on_resume: called once with the number of evaluations replayed from the
+            workdir, when there were any, before the first new evaluation.
 
     Arguments are checked at once; the workdir is opened (and locked) on the first
     ``next()`` and released when the generator finishes or is closed.
@@ -118,10 +131,12 @@ def iterate(
     budget = integer("budget", budget, 1, error=SearchError)
     seed = integer("seed", seed, 0, error=SearchError)
     history = None
+    path = SearchPath(validation, PenaltyTerm(penalty, init_arr), budget)
+    identity = with_levers(identity, validation, penalty)
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
-    return _search(score_fn, init_arr, config, budget, seed, history)
+    return _search(score_fn, init_arr, config, budget, seed, history, path, on_resume)
 
 
 def _search(
@@ -131,15 +146,21 @@ def _search(
     budget: int,
     seed: int,
     history: History | None,
+    path: SearchPath,
+    on_resume: Callable[[int], None] | None,
 ) -> Generator[Evaluation, None, None]:
     optimizer = config.make_optimizer(init, seed)
     try:
         done = 0
         if history is not None:
-            for evaluation in _replay(optimizer, history):
+            for evaluation in _replay(optimizer, history, path):
                 done += 1
                 yield evaluation
+            if done and on_resume is not None:
+                on_resume(done)
         for index in range(done, budget):
+            if path.stopped:  # early stop: validation stopped improving
+                break
             candidate = optimizer.ask()
             if not np.isfinite(candidate).all():
                 raise SearchError(
@@ -147,16 +168,24 @@ def _search(
                     "(is the objective unbounded below?)"
                 )
             score, wall_time_s = _evaluate(score_fn, candidate, index, history)
+            penalty, validated = path.step(index, candidate, score, history)
             if history is not None:  # logged before anyone sees it: a kill loses nothing
-                history.append(index, candidate, score, wall_time_s)
-            optimizer.tell(score)
-            yield Evaluation(index, _readonly(candidate), score, wall_time_s)
+                history.append(index, candidate, score, wall_time_s, validated)
+            optimizer.tell(score + penalty)
+            yield Evaluation(
+                index,
+                _readonly(candidate),
+                score,
+                wall_time_s,
+                penalty=penalty,
+                validation=validated,
+            )
     finally:
         if history is not None:
             history.close()
 
 
-def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
+def _replay(optimizer: Optimizer, history: History, path: SearchPath) -> Iterator[Evaluation]:
     """Open ``history`` and feed its recorded scores to a fresh ``optimizer``."""
     records = history.open()
     if records:
@@ -170,9 +199,16 @@ def _replay(optimizer: Optimizer, history: History) -> Iterator[Evaluation]:
                 "(edited files, or other lcsc/numpy/pycma versions or BLAS?); "
                 "choose another workdir"
             )
-        optimizer.tell(record.score)
+        penalty = path.replay(record.index, candidate, record.score, record.validation)
+        optimizer.tell(record.score + penalty)
         yield Evaluation(
-            record.index, _readonly(candidate), record.score, record.wall_time_s, resumed=True
+            record.index,
+            _readonly(candidate),
+            record.score,
+            record.wall_time_s,
+            resumed=True,
+            penalty=penalty,
+            validation=record.validation,
         )
 
 
@@ -212,15 +248,31 @@ def minimize(
     workdir: Workdir = None,
     identity: dict[str, Any] | None = None,
     callback: Callable[[Evaluation], None] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
+
+    With a ``validation`` the result is the validated candidate with the best validation
+    score, and the search ends early once ``validation.patience`` validations in a row did
+    not improve on it (``SearchResult.stopped_early``).
 
     Raises:
         SearchError: bad arguments, a workdir holding another search, a failing
             objective, or no finite score at all.
     """
     evaluations = iterate(
-        score_fn, init, method, budget=budget, seed=seed, workdir=workdir, identity=identity
+        score_fn,
+        init,
+        method,
+        budget=budget,
+        seed=seed,
+        workdir=workdir,
+        identity=identity,
+        validation=validation,
+        penalty=penalty,
+        on_resume=on_resume,
     )
     history: list[Evaluation] = []
     with contextlib.closing(evaluations):  # a raising callback still releases the workdir
@@ -228,7 +280,10 @@ def minimize(
             history.append(evaluation)
             if callback is not None:
                 callback(evaluation)
-    return SearchResult.from_history(history, resolve_method(method).method, seed)
+    stopped_early = validation is not None and len(history) < budget
+    return SearchResult.from_history(
+        history, resolve_method(method).method, seed, stopped_early=stopped_early
+    )
 
 
 def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.NDArray[np.float64]:
@@ -260,17 +315,28 @@ def run(
     init: npt.ArrayLike | None = None,
     callback: Callable[[Evaluation], None] | None = None,
     ema_rates: Sequence[float] | None = None,
+    validation: Validation | None = None,
+    penalty: Penalty | None = None,
+    objective_identity: Any = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
     ``objective(state_dict) -> float`` (lower is better) scores
     ``trajectory.combine(coefficients)``. The initial population is ``init`` (shape
     ``(P, K)``) or else the EMA vectors for ``ema_rates`` (default: the trajectory's
-    default grid). The trajectory's steps and fingerprint guard a resumed workdir
-    against a changed trajectory. See :func:`minimize` for the other arguments.
+    default grid). The trajectory's steps and fingerprint and ``objective_identity``
+    (JSON-able, e.g. the objective's name and arguments; default: its module and
+    qualified name, which cannot see a closure's arguments) guard a resumed workdir
+    against a changed trajectory or objective. A workdir in (or inside) a folder of the
+    trajectory's files is refused. ``validation.objective`` is a second
+    ``state_dict -> float`` scoring the best-so-far path (see :func:`minimize`). See
+    :func:`minimize` for the other arguments.
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
     integer("seed", seed, 0, error=SearchError)
+    if workdir is not None:
+        _check_workdir(workdir, getattr(trajectory, "paths", ()))  # duck types may have none
     steps = [int(s) for s in trajectory.steps]
     if len(steps) < 2:
         raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")
@@ -284,10 +350,19 @@ def run(
             f"init has K={init_arr.shape[1]} columns but the trajectory holds "
             f"{len(steps)} checkpoints"
         )
-    identity = {"steps": steps, "fingerprint": trajectory.fingerprint()}
+    if objective_identity is None:
+        objective_identity = callable_name(objective)
+    identity = {
+        "steps": steps,
+        "fingerprint": trajectory.fingerprint(),
+        "objective": objective_identity,
+    }
 
     def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
         return objective(trajectory.combine(coefficients))
+
+    if validation is not None:  # the same settings, on coefficients
+        validation = _on_coefficients(validation, trajectory)
 
     return minimize(
         score_fn,
@@ -298,4 +373,29 @@ def run(
         workdir=workdir,
         identity=identity,
         callback=callback,
+        validation=validation,
+        penalty=penalty,
+        on_resume=on_resume,
     )
+
+
+def _on_coefficients(validation: Validation, trajectory: TrajectoryLike) -> Validation:
+    objective = validation.objective
+
+    def validate(coefficients: npt.NDArray[np.float64]) -> float:
+        return objective(trajectory.combine(coefficients))
+
+    identity = validation.describe()["objective"]  # of the user's callable, not the wrapper
+    return dataclasses.replace(validation, objective=validate, identity=identity)
+
+
+def _check_workdir(workdir: str | os.PathLike[str], paths: Sequence[os.PathLike[str]]) -> None:
+    """Refuse a workdir in a folder of the trajectory: its files would mix with them."""
+    work = Path(workdir).resolve()
+    for folder in {Path(p).parent.resolve() for p in paths}:
+        if work == folder or folder in work.parents:
+            raise SearchError(
+                f"workdir {workdir}: is {'' if work == folder else 'inside '}the folder of"
+                f" the trajectory's checkpoints ({folder}); the search's files would mix with"
+                " them: choose a workdir outside it"
+            )

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from lcsc.atomic import remove_stale
 from lcsc.checkpoint import read_checkpoint, write_checkpoint
-from lcsc.errors import CheckpointError, LcscError
+from lcsc.errors import CheckpointError, LcscError, WriteError
 from lcsc.trajectory import layout
 from lcsc.trajectory.compact import decode_delta, encode_delta
 
@@ -62,8 +63,14 @@ class Recorder:
             self._metadata_json = json.dumps(self.metadata, sort_keys=True)
         except TypeError as exc:
             raise LcscError(f"Recorder: metadata is not JSON-serialisable: {exc}") from exc
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"Recorder: cannot create {self.directory}: {exc}") from exc
         layout.read_manifest(self.directory)  # refuse a foreign or newer manifest early
+        removed = remove_stale(self.directory, ("step-", layout.MANIFEST))
+        if removed:
+            log.info("Recorder: removed %d temporary files of crashed writers", removed)
         layout.write_manifest(
             self.directory,
             metadata=self.metadata,
@@ -140,7 +147,7 @@ class Recorder:
             except BaseException as exc:  # reported on the training thread
                 self._error = (
                     exc
-                    if isinstance(exc, LcscError)
+                    if isinstance(exc, LcscError) and not isinstance(exc, WriteError)
                     else CheckpointError(
                         f"Recorder: writing step {item[0]} to {self.directory} failed: {exc}"
                     )

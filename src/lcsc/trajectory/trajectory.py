@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lcsc.atomic import check_not_input
 from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
 from lcsc.trajectory import layout
@@ -67,6 +68,7 @@ class Trajectory:
         self._entries = entries
         self._selected = selected
         self.metadata = metadata
+        self.directory: Path | None = None  # the folder it was opened from, if any
         self._check_structure()
         if check_finite:
             self._check_values()
@@ -83,7 +85,9 @@ class Trajectory:
         files = layout.checkpoint_files(d)
         if not files:
             raise TrajectoryError(f"{d}: no checkpoints found (empty folder?)")
-        return cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
+        traj = cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
+        traj.directory = d
+        return traj
 
     @classmethod
     def from_files(
@@ -153,6 +157,7 @@ class Trajectory:
         """The same (already validated) files with another selection."""
         sub = object.__new__(Trajectory)
         sub._entries, sub._selected, sub.metadata = self._entries, selected, self.metadata
+        sub.directory = self.directory
         sub._segments = sub._plan_segments()
         return sub
 
@@ -255,6 +260,7 @@ class Trajectory:
                 w = w_chain if coded else w_plain
                 ws.append(w * 2.0 ** e.exponents[key] if delta else w)
                 small.append(delta)
+            _check_weights(ws, acc)
             flat = weighted_sum(sources, ws, acc_dtype=acc, device=device, separate=small)
             flat = flat.to(seg.dtype)
             for key, shape, offset, numel in seg.keys:
@@ -268,8 +274,20 @@ class Trajectory:
         self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
     ) -> None:
         """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
-        metadata (e.g. the model config), steps and coefficients in the file's metadata."""
+        metadata (e.g. the model config), steps and coefficients in the file's metadata.
+
+        Refused, before any work: ``path`` is one of the trajectory's files, or lies in the
+        folder it was opened from under a name that folder lists as a checkpoint; the
+        combination holds NaN/Inf (coefficients too large for the checkpoints' dtypes).
+        """
+        self._check_output(Path(path))
         state = self.combine(coefficients)
+        for key, t in state.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise LcscError(
+                    f"{path}: not written: key '{key}' of the combination overflows to NaN/Inf"
+                    " (coefficients too large for its dtype?)"
+                )
         write_checkpoint(
             path,
             state,
@@ -285,6 +303,15 @@ class Trajectory:
         return self._view([self._selected[index]]).combine([1.0])
 
     # ----------------------------------------------------------------- internals
+    def _check_output(self, path: Path) -> None:
+        check_not_input(path, [e.path for e in self._entries], "one of the trajectory's files")
+        d = self.directory
+        if d is not None and layout.lists_as_checkpoint(d, path):
+            raise TrajectoryError(
+                f"{path}: would become a checkpoint of the trajectory folder {d} (and break"
+                " the next run on it); write it outside that folder"
+            )
+
     @property
     def _reference(self) -> Checkpoint:
         return self._entries[self._entries[self._selected[0]].chain_start].ckpt
@@ -361,6 +388,17 @@ class Trajectory:
         if run:
             segments.append(_flat_segment(ref, run))
         return segments
+
+
+def _check_weights(weights: list[float], acc: torch.dtype) -> None:
+    """Refuse weights the accumulator cannot hold (torch would fail converting them)."""
+    limit = torch.finfo(acc).max
+    for w in weights:
+        if not abs(w) <= limit:  # also NaN, from inf - inf in a chain's suffix sums
+            raise LcscError(
+                f"coefficients too large to combine: a weight of {w:.3g} exceeds the"
+                f" {str(acc).removeprefix('torch.')} range ({limit:.3g})"
+            )
 
 
 def _flat_segment(ref: Checkpoint, keys: list[str]) -> _Segment:
