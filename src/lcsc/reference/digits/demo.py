@@ -78,7 +78,7 @@ def run_demo(
     t0 = time.perf_counter()
     run_dir = out / "run"
     if not (run_dir / "ema.safetensors").is_file():
-        _train(config, run_dir, progress)
+        train_run(config, run_dir, progress)
     c = compare(run_dir, out / "search", config.experiment, progress=progress)
     traj, star, lcsc = c.trajectory, c.ema_star, c.lcsc
     traj.save_combination(out / "lcsc.safetensors", lcsc.best_coefficients)
@@ -91,7 +91,8 @@ def run_demo(
     return results
 
 
-def _train(config: DemoConfig, run_dir: Path, progress: Progress | None) -> None:
+def train_run(config: DemoConfig, run_dir: Path, progress: Progress | None = None) -> None:
+    """The demo's training run (improved CT, MLP, on digits) into ``run_dir``."""
     model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), parametrisation="cm")
     train_config = TrainConfig(
         kind="ct",
@@ -126,6 +127,8 @@ def _results(c: Comparison, config: DemoConfig) -> dict[str, Any]:
         "best_checkpoint_step": int(c.best_checkpoint.label),
         "checkpoints": len(c.trajectory),
         "evaluations": len(c.lcsc.history),
+        "chosen_evaluation": c.lcsc.best_index,
+        "validations": len(c.lcsc.validation_path),
         "config": config.to_dict(),
     }
 

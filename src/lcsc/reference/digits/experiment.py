@@ -14,19 +14,21 @@ import torch
 
 from lcsc import search
 from lcsc.checkpoint import read_checkpoint
-from lcsc.config import Config, choice, integer
+from lcsc.config import Config, boolean, choice, integer, real
 from lcsc.ema import default_ema_rates
 from lcsc.metrics import digits_features
 from lcsc.objectives.sample_fd import SampleFD
 from lcsc.progress import Progress, report
 from lcsc.reference.digits.evaluation import HeldOut, HeldOutEvaluator
-from lcsc.reference.digits.objective import digits_reference
+from lcsc.reference.digits.objective import CompositeFD, digits_reference
 from lcsc.reference.generative.generator import FixedNoiseGenerator
 from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
 from lcsc.trajectory import Trajectory
 
 State = dict[str, torch.Tensor]
+SPACES = ("main", "alt")
+VALIDATION_NOISE_OFFSET = 10_000  # validation noise: search-role seeds no search uses
 
 
 @dataclass(frozen=True)
@@ -51,16 +53,30 @@ def ema_model(rate: str) -> Model:
 
 @dataclass(frozen=True)
 class ExperimentConfig(Config):
-    """What one comparison does: the search (``method``, ``budget``, ``seed``, on
-    ``search_samples`` samples of search noise at ``search_nfe``) and the held-out evaluation
-    (``held_out_samples`` samples from each of ``held_out_seeds`` noise seeds, starting at
-    ``seed``, at ``held_out_nfe``, default the search's), plus ``path_points`` points of the
-    search's best-so-far path scored on held-out noise (the Goodhart curve; 0: none)."""
+    """What one comparison does.
+
+    The search: ``method``, ``budget``, ``seed``, on ``search_samples`` samples of search noise
+    at ``search_nfe``, minimising FD in ``search_spaces`` (one packaged space, or the geometric
+    mean over several). Its levers against overfitting the metric: ``validation`` (score the
+    best-so-far path by FD in the ``alt`` space on ``validation_samples`` samples of other
+    noise and keep the best by validation; stop after ``patience`` validations without
+    improvement) and ``penalty`` (trust-region weight around EMA*; 0: none). EMA* and the best
+    checkpoint are always chosen by FD in ``main`` on the search noise.
+
+    The evaluation: ``held_out_samples`` samples from each of ``held_out_seeds`` noise seeds,
+    starting at ``seed``, at ``held_out_nfe`` (default: the search's), and ``path_points``
+    points of the best-so-far path (the Goodhart curve; 0: none).
+    """
 
     method: str = "evolutionary"
     budget: int = 1000
     seed: int = 0
     search_samples: int = 2000
+    search_spaces: tuple[str, ...] = ("main",)
+    validation: bool = False
+    validation_samples: int = 2000
+    patience: int | None = None
+    penalty: float = 0.0
     held_out_samples: int = 5000
     held_out_seeds: int = 3
     path_points: int = 8
@@ -70,9 +86,27 @@ class ExperimentConfig(Config):
 
     def __post_init__(self) -> None:
         self.check("method", choice, sorted(search.METHODS))
-        for name in ("budget", "search_samples", "held_out_samples", "held_out_seeds"):
+        for name in (
+            "budget",
+            "search_samples",
+            "validation_samples",
+            "held_out_samples",
+            "held_out_seeds",
+        ):
             self.check(name, integer, minimum=1)
         self.check("seed", integer, minimum=0)
+        spaces = tuple(self.search_spaces) if isinstance(self.search_spaces, (list, tuple)) else ()
+        self.require(
+            bool(spaces) and set(spaces) <= set(SPACES) and len(set(spaces)) == len(spaces),
+            "search_spaces",
+            f"must be distinct names out of {', '.join(SPACES)}",
+            self.search_spaces,
+        )
+        object.__setattr__(self, "search_spaces", spaces)
+        self.check("validation", boolean)
+        self.check("patience", integer, minimum=1, optional=True)
+        self.require(self.validation or self.patience is None, "patience", "needs validation=True")
+        self.check("penalty", real, minimum=0.0)
         self.check("path_points", integer, minimum=0)
         self.check("sampler", choice, SAMPLERS, optional=True)
         self.check("search_nfe", integer, minimum=1)
@@ -144,12 +178,13 @@ def compare(
         config.held_out_nfe or config.search_nfe,
     )
     models, held = _held_out(_states(run_dir, traj, star, single, result), evaluate, progress)
-    indices = path_indices([ev.score for ev in result.history], n_init, config.path_points)
+    scores = [ev.search_score for ev in result.history]
+    indices = path_indices(scores, n_init, config.path_points)
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
         samples = evaluate.generators[0](traj.combine(ev.coefficients))
-        path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
+        path.append(PathPoint(index, ev.search_score, evaluate.scorer(samples)))
         report(progress, "Goodhart path", i + 1, len(indices))
     floor = evaluate.scorer.floor
     return Comparison(
@@ -163,21 +198,13 @@ def _search(
     """EMA*, the best checkpoint and the LCSC search, all on search noise; and the size of
     the search's initial population (the EMA grid)."""
     metadata = traj.metadata
-    objective = SampleFD(
-        FixedNoiseGenerator(
-            metadata,
-            config.search_samples,
-            config.seed,
-            "search",
-            config.sampler,
-            config.search_nfe,
-        ),
-        digits_features("main"),
-        digits_reference(metadata, "main"),
-    )
+    generator = _generator(metadata, config, config.search_samples, config.seed)
+    main = SampleFD(generator, digits_features("main"), digits_reference(metadata, "main"))
     rates = default_ema_rates(traj.steps)
-    star = baselines.ema_star(traj, objective, rates, progress)
-    single = baselines.best_checkpoint(traj, objective, progress)
+    star = baselines.ema_star(traj, main, rates, progress)
+    single = baselines.best_checkpoint(traj, main, progress)
+    objective = main if config.search_spaces == ("main",) else None
+    objective = objective or CompositeFD(generator, metadata, config.search_spaces)
     init = search.ema_init(traj.steps, rates)
     result = search.run(
         traj,
@@ -188,8 +215,31 @@ def _search(
         workdir=workdir,
         init=init,
         callback=lambda ev: report(progress, "search", ev.index + 1, config.budget),
+        validation=_validation(metadata, config),
+        penalty=search.Penalty(config.penalty) if config.penalty > 0 else None,
+        objective_identity={
+            "digits_fd": list(config.search_spaces),
+            "samples": config.search_samples,
+        },
     )
     return star, single, result, len(init)
+
+
+def _generator(
+    metadata: Any, config: ExperimentConfig, n: int, noise_seed: int
+) -> FixedNoiseGenerator:
+    return FixedNoiseGenerator(metadata, n, noise_seed, "search", config.sampler, config.search_nfe)
+
+
+def _validation(metadata: Any, config: ExperimentConfig) -> search.Validation | None:
+    """FD in the ``alt`` space on other noise (a search-role seed that no search uses)."""
+    if not config.validation:
+        return None
+    noise_seed = config.seed + VALIDATION_NOISE_OFFSET
+    generator = _generator(metadata, config, config.validation_samples, noise_seed)
+    objective = SampleFD(generator, digits_features("alt"), digits_reference(metadata, "alt"))
+    identity = {"digits_fd": "alt", "samples": config.validation_samples, "noise": noise_seed}
+    return search.Validation(objective, patience=config.patience, identity=identity)
 
 
 def _states(
