@@ -39,6 +39,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "penalty 0.001": {"penalty": 0.001},
     "penalty 0.01": {"penalty": 0.01},
     "more samples (5000 per evaluation)": {"search_samples": 5000},
+    "penalty 0.01 + more samples (5000)": {"penalty": 0.01, "search_samples": 5000},
     "validation + early stop + penalty 0.001": {
         "validation": True,
         "patience": 20,
