@@ -100,3 +100,14 @@ def fill(folder: Path) -> None:
                     pass
     finally:
         os.close(fd)
+
+
+@pytest.fixture(scope="session")
+def diffusers_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``checkpoint-{5,10,15,20}/{unet,unet_ema}/`` of a tiny UNet, as diffusers' examples
+    save them, plus the same run recorded by lcsc in ``../recorded/``."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("accelerate")
+    from tests.integrations.diffusers_run import train as train_unet
+
+    return train_unet(tmp_path_factory.mktemp("diffusers") / "out")

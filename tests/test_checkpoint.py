@@ -87,13 +87,18 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_pt_with_pickled_code_is_refused(tmp_path: Path) -> None:
+def test_pt_with_pickled_code_never_runs_it(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
+    sd = {"w": torch.randn(2)}
     with open(path, "wb") as f:
-        torch.save({"w": torch.randn(2), "payload": _Exploit(str(marker))}, f)
-    with pytest.raises(CheckpointError, match=r"evil\.pt.*refused"):
+        torch.save({"w": sd["w"], "payload": _Exploit(str(marker))}, f)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: key 'payload' is not a tensor.*unbuilt"):
         read_checkpoint(path)
+    torch.save({"state_dict": sd, "payload": _Exploit(str(marker))}, tmp_path / "nested.pt")
+    got = read_checkpoint(tmp_path / "nested.pt")  # the weights, and the payload as a placeholder
+    assert torch.equal(got.tensors["w"], sd["w"])
+    assert got.extraction.placeholders == (f"{os.system.__module__}.system",)
     assert not marker.exists()
     torch.load(path, weights_only=False)  # the payload is real: a full unpickle runs it
     assert marker.exists()

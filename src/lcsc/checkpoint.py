@@ -3,8 +3,9 @@
 ``.safetensors`` files are parsed here (the format is an 8-byte header length, a JSON header and
 one flat data block) and memory-mapped, so every tensor is a zero-copy view: a trajectory larger
 than RAM can be combined tensor by tensor, and repeated combines read from the page cache.
-``.pt`` files are loaded with ``torch.load(weights_only=True)``, never a full unpickle.
-Writes are atomic (see :mod:`lcsc.atomic`).
+``.pt`` files are loaded with ``torch.load(weights_only=True)``, never a full unpickle; when
+that refuses the file's other classes, with lcsc's restricted unpickler (:mod:`lcsc.unpickler`),
+which runs none of them. Writes are atomic (see :mod:`lcsc.atomic`).
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ import pickle
 import struct
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from lcsc import state_dict
 from lcsc.atomic import atomic_path
 from lcsc.errors import CheckpointError
+from lcsc.unpickler import Placeholder, restricted_load
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -41,13 +44,17 @@ _ST_DTYPES: dict[str, torch.dtype] = {
 }
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100 * 1024 * 1024
+SHARD_INDEX = ".index.json"  # sharded safetensors (diffusers, transformers)
 _ENOMEM_HINT = (
     "cannot map the file into memory: lcsc keeps every checkpoint of a trajectory mapped, so"
     " the address-space limit (ulimit -v) must exceed the trajectory's size on disk; mapped"
     " pages are reclaimable page cache, not allocated memory (docs/trajectories.md)"
 )
-# State dicts nested one level deep, as many training scripts save them.
-_NESTED_KEYS = ("state_dict", "model", "module", "model_state_dict", "net")
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether ``path``'s name is that of a checkpoint lcsc reads (timm's ``.pth.tar`` too)."""
+    return path.suffix in SUFFIXES or path.name.endswith((".pth.tar", SHARD_INDEX))
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Checkpoint:
     layout: dict[str, TensorInfo] | None = None
     _buffer: mmap.mmap | None = None
     _data_start: int = 0
+    extraction: state_dict.Extraction = field(default_factory=state_dict.Extraction)
 
     def flat_view(self, dtype: torch.dtype, begin: int, end: int) -> torch.Tensor:
         """A 1-D zero-copy view of bytes ``[begin, end)`` of the data block (safetensors only)."""
@@ -200,51 +208,90 @@ def _tensor_info(path: Path, key: str, info: object, data_size: int) -> TensorIn
     return ti
 
 
-def _load_pt(path: Path) -> Checkpoint:
+def _torch_load(path: Path) -> tuple[object, tuple[str, ...]]:
+    """The unpickled file and the classes replaced by placeholders (none when torch's own
+    weights_only loader accepted it)."""
     try:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), ()
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy format
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds pickled objects other than tensors, which"
-            " could run arbitrary code (only weights_only loading is allowed). Convert it to"
-            " .safetensors in a trusted environment."
-        ) from exc
+            return torch.load(path, map_location="cpu", weights_only=True), ()  # legacy format
+    except pickle.UnpicklingError:
+        # Other classes (hyper-parameter objects, callbacks): tensors only, none of their code.
+        obj, placeholders = restricted_load(path)
+        return obj, tuple(placeholders)
     except (RuntimeError, OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint: {exc}") from exc
-    if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for name in _NESTED_KEYS:
-            inner = obj.get(name)
-            if isinstance(inner, Mapping) and inner:
-                obj = inner
-                break
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors)")
+
+
+def _load_pt(path: Path, key: str | None) -> Checkpoint:
+    obj, placeholders = _torch_load(path)
+    found, used, others = state_dict.pick(obj, path, key)
     tensors: dict[str, torch.Tensor] = {}
-    for key, value in obj.items():
+    for name, value in found.items():
         if not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: key '{key}' is not a tensor ({type(value).__name__})")
-        tensors[str(key)] = value
-    return Checkpoint(path, tensors)
+            kind = type(value).__name__
+            if isinstance(value, Placeholder):
+                kind = f"a {value.global_name} object, left unbuilt"
+            where = f"key '{name}'" + (f" in '{used}'" if used is not None else "")
+            raise CheckpointError(f"{path}: {where} is not a tensor ({kind})")
+        tensors[str(name)] = value.detach()  # a plain tensor: no Parameter, no hooks
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors")
+    extraction = state_dict.Extraction(used, others, placeholders=placeholders)
+    return Checkpoint(path, tensors, extraction=extraction)
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Open a ``.safetensors`` (memory-mapped) or ``.pt``-style checkpoint.
+def _renamed(ckpt: Checkpoint, strip_prefix: str | None, wrappers: bool) -> Checkpoint:
+    """``ckpt`` with wrapper prefixes (and ``strip_prefix``) removed from its key names."""
+    names, stripped, dropped = state_dict.renaming(ckpt.tensors, ckpt.path, strip_prefix, wrappers)
+    if stripped:
+        ckpt.tensors = {new: ckpt.tensors[old] for old, new in names.items()}
+        if ckpt.layout is not None:
+            ckpt.layout = {new: ckpt.layout[old] for old, new in names.items()}
+    ckpt.extraction = replace(
+        ckpt.extraction,
+        stripped=stripped,
+        dropped=dropped,
+        shared_prefix=state_dict.shared_prefix(ckpt.tensors),
+    )
+    return ckpt
 
-    Raises :class:`CheckpointError` naming the file for a missing, truncated, corrupt or unsafe
-    file. Values are not checked here (see :mod:`lcsc.trajectory` for finiteness checks).
+
+def read_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+    strip_wrappers: bool = True,
+) -> Checkpoint:
+    """Open a ``.safetensors`` (memory-mapped), sharded ``.safetensors.index.json`` or
+    ``.pt``-style checkpoint.
+
+    ``key`` picks the sub-dict of a ``.pt``-style file holding several (``"ema"``); by default
+    see :func:`lcsc.state_dict.pick`. ``module.``/``_orig_mod.`` prefixes carried by every key
+    are removed (unless not ``strip_wrappers``: the names as stored, for rewriting the file);
+    ``strip_prefix`` keeps only the keys carrying it, without it. What was done is
+    in ``Checkpoint.extraction``. Raises :class:`CheckpointError` naming the file for a missing,
+    truncated, corrupt or unsafe file. Values are not checked here (see :mod:`lcsc.trajectory`).
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such file")
-    if p.suffix == ".safetensors":
-        return _parse_safetensors(p)
-    if p.suffix in SUFFIXES:
-        return _load_pt(p)
+    if p.suffix == ".safetensors" or p.name.endswith(SHARD_INDEX):
+        if key is not None:
+            raise CheckpointError(
+                f"{p}: key '{key}' given, but this file holds one flat state dict"
+            )
+        if p.suffix == ".safetensors":
+            return _renamed(_parse_safetensors(p), strip_prefix, strip_wrappers)
+        from lcsc.sharded import read_sharded
+
+        return _renamed(read_sharded(p, read_checkpoint), strip_prefix, strip_wrappers)
+    if is_checkpoint_file(p):
+        return _renamed(_load_pt(p, key), strip_prefix, strip_wrappers)
     raise CheckpointError(f"{p}: unknown checkpoint format (expected one of {', '.join(SUFFIXES)})")
 
 

@@ -6,15 +6,16 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import LcscError
-from lcsc.trajectory import Trajectory, layout
+from lcsc.state_dict import Extraction
+from lcsc.trajectory import Trajectory
+from lcsc.trajectory.sources import Source, find_source
 
 
 @dataclass(frozen=True)
-class Report:
+class Inspection:
     """Facts about a set of checkpoints; ``problems`` is empty when they form a valid trajectory."""
 
     files: int
@@ -25,9 +26,13 @@ class Report:
     intervals: dict[int, int] = field(default_factory=dict)  # step gap -> how often
     metadata: dict[str, object] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    source: Source | None = None  # the layout recognised
+    extraction: Extraction | None = None  # how the weights were found in the files
 
     def lines(self) -> list[str]:
         out = [f"checkpoints: {len(self.steps)} of {self.files} files"]
+        out.extend(_source_lines(self.source))
+        out.extend(_extraction_lines(self.extraction))
         if self.steps:
             out.append(f"steps:       {self.steps[0]} .. {self.steps[-1]}")
         if self.intervals:
@@ -44,15 +49,28 @@ class Report:
         return out
 
 
-def inspect_paths(paths: Sequence[str | os.PathLike[str]]) -> Report:
-    """Summarise checkpoint files or a Recorder directory, collecting problems instead of
-    stopping at the first one."""
-    files = _files(paths)
-    problems: list[str] = []
-    if not files:
-        return Report(0, problems=[f"{', '.join(map(str, paths))}: no checkpoint files found"])
+def inspect_paths(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    steps: Sequence[int] | None = None,
+    component: str | None = None,
+    key: str | None = None,
+    strip_prefix: str | None = None,
+) -> Inspection:
+    """Summarise checkpoints in any layout :meth:`Trajectory.from_paths` opens (same options),
+    collecting problems instead of stopping at the first one."""
     try:
-        traj = Trajectory.from_paths(paths)
+        source = find_source(paths, component)
+    except LcscError as exc:
+        return Inspection(0, problems=[str(exc)])
+    files = list(source.files)
+    if not files:
+        return Inspection(
+            0, source=source, problems=[f"{', '.join(map(str, paths))}: no checkpoint files found"]
+        )
+    problems: list[str] = []
+    try:
+        traj = Trajectory.from_source(source, steps, key=key, strip_prefix=strip_prefix)
     except LcscError as exc:
         problems.append(str(exc))
         traj = None
@@ -60,17 +78,18 @@ def inspect_paths(paths: Sequence[str | os.PathLike[str]]) -> Report:
         # Still check each file on its own, so that every unreadable one is listed.
         for p in files:
             try:
-                read_checkpoint(p)
+                read_checkpoint(p, key=key, strip_prefix=strip_prefix)
             except LcscError as exc:
                 if str(exc) not in problems:
                     problems.append(str(exc))
-        return Report(
+        return Inspection(
             len(files),
             bytes=sum(p.stat().st_size for p in files if p.is_file()),
             problems=problems,
+            source=source,
         )
     steps = traj.steps
-    return Report(
+    return Inspection(
         files=len(files),
         steps=steps,
         parameters=traj.num_parameters,
@@ -79,14 +98,45 @@ def inspect_paths(paths: Sequence[str | os.PathLike[str]]) -> Report:
         intervals=dict(Counter(b - a for a, b in zip(steps, steps[1:], strict=False))),
         metadata=dict(traj.metadata),
         problems=problems,
+        source=source,
+        extraction=traj.extraction,
     )
 
 
-def _files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(layout.checkpoint_files(p))
-        else:
-            out.append(p)
+def _source_lines(source: Source | None) -> list[str]:
+    if source is None:
+        return []
+    out = [f"layout:      {source.layout}"]
+    if source.component is not None:
+        found = ", ".join(source.components)
+        out.append(f"component:   {source.component} (found: {found}; choose with --component)")
+    if source.config is not None:
+        out.append(f"config:      {source.config}")
+    if source.ignored:
+        out.append("ignored:     " + ", ".join(p.name for p in source.ignored))
+    out.extend(f"note:        {n}" for n in source.notes)
+    return out
+
+
+def _extraction_lines(e: Extraction | None) -> list[str]:
+    if e is None:
+        return []
+    out = []
+    if e.key is not None or e.other_keys:
+        used = "the top level" if e.key is None else f"key '{e.key}'"
+        others = f" (others: {', '.join(e.other_keys)}; choose with --key)" if e.other_keys else ""
+        out.append(f"weights:     {used}{others}")
+    if e.stripped:
+        out.append("prefixes:    removed " + ", ".join(f"'{p}'" for p in e.stripped))
+    if e.dropped:
+        out.append(f"dropped:     {e.dropped} keys without the --strip-prefix prefix")
+    if e.shared_prefix is not None:
+        out.append(
+            f"hint:        every key starts with '{e.shared_prefix}'"
+            f" (--strip-prefix {e.shared_prefix} removes it)"
+        )
+    if e.placeholders:
+        out.append(
+            "unpickled:   with lcsc's restricted unpickler; not built: " + ", ".join(e.placeholders)
+        )
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import CheckpointError, LcscError
 from lcsc.trajectory import Recorder, Trajectory
 from tests.conftest import tiny_model, train
@@ -226,3 +227,22 @@ def test_compact_restart_starts_new_chain(tmp_path: Path) -> None:
 
 def test_tiny_model_fixture_is_deterministic() -> None:
     assert torch.equal(tiny_model(3)[0].weight, tiny_model(3)[0].weight)
+
+
+def test_compact_ddp_prefixed_weights_open_without_the_prefix(tmp_path: Path) -> None:
+    # A Recorder fed a DDP model's state dict (every key "module."): the window rewrites files as
+    # stored, and the opened trajectory decodes its deltas under the unprefixed names.
+    g = torch.Generator().manual_seed(0)
+    states = [{"w": torch.randn(5, 3, generator=g), "n": torch.tensor(i)} for i in range(6)]
+    for name, prefix in (("bare", ""), ("ddp", "module.")):
+        with Recorder(tmp_path / name, every=1, keep=4, compact=True) as rec:
+            for step, sd in enumerate(states, start=1):
+                rec.update({prefix + k: v for k, v in sd.items()}, step)
+    stored = read_checkpoint(next((tmp_path / "ddp").glob("step-*")), strip_wrappers=False)
+    assert set(stored.tensors) == {"module.w", "module.n"}
+    bare, ddp = Trajectory.open(tmp_path / "bare"), Trajectory.open(tmp_path / "ddp")
+    assert ddp.extraction.stripped == ("module.",) and ddp.steps == bare.steps == [3, 4, 5, 6]
+    a = [0.1, 0.2, 0.3, 0.4]
+    assert all(torch.equal(v, bare.combine(a)[k]) for k, v in ddp.combine(a).items())
+    change = float((states[5]["w"] - states[4]["w"]).abs().max())  # float16 rounding of it
+    torch.testing.assert_close(ddp.load(3)["w"], states[5]["w"], rtol=0, atol=2**-10 * change)

@@ -3,19 +3,86 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from lcsc.errors import LcscError
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.sources import parse_steps
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        return parse_steps(text)
+    except LcscError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    """Positional checkpoint paths plus how to find the weights in them."""
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="one run folder (lcsc Recorder directory, diffusers/accelerate checkpoint-<step>/"
+        " folders, Lightning epoch=E-step=S.ckpt or timm checkpoint-<epoch>.pth.tar files, or"
+        " any folder of .safetensors/.pt/.pth/.bin/.ckpt files), or checkpoint files and"
+        " checkpoint-<step>/ folders",
+    )
+    p.add_argument(
+        "--steps",
+        type=_steps,
+        metavar="LIST",
+        help="training step (iteration) of each checkpoint, in the order found (by step number"
+        " in the names, else by name): 10,20,30 or START:STOP:STEP with STOP included"
+        " (default: read from lcsc's files, the file names or the checkpoint-<step> folders)",
+    )
+    p.add_argument(
+        "--component",
+        metavar="NAME",
+        help="model component inside checkpoint-<step>/ folders, e.g. unet_ema or model"
+        " (default: unet, else the only one; inspect lists them)",
+    )
+    p.add_argument(
+        "--key",
+        metavar="NAME",
+        help="entry of .pt/.pth/.ckpt files that holds the weights, e.g. ema or state_dict_ema"
+        " (default: the file itself if it maps names to tensors, else the first present of"
+        " state_dict, model, module, model_state_dict, net)",
+    )
+    p.add_argument(
+        "--strip-prefix",
+        metavar="PREFIX",
+        help="keep only the weights whose names start with PREFIX, without it, e.g. 'model.'"
+        " for a LightningModule's self.model (DDP's 'module.' and torch.compile's"
+        " '_orig_mod.' are removed without asking when every name has them; default: none)",
+    )
+
+
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`add_source`'s options as keyword arguments of :meth:`Trajectory.from_paths`."""
+    return {
+        "steps": args.steps,
+        "component": args.component,
+        "key": args.key,
+        "strip_prefix": args.strip_prefix,
+    }
 
 
 def add_selection(p: argparse.ArgumentParser) -> None:
-    """Positional checkpoint paths plus the window/interval selection options."""
+    """:func:`add_source` plus the window/interval selection options."""
+    add_source(p)
     p.add_argument(
-        "paths", nargs="+", metavar="PATH", help="checkpoint files or one Recorder directory"
+        "--start", type=int, metavar="STEP", help="first step of the window (default: the first)"
     )
-    p.add_argument("--start", type=int, help="first step of the window")
-    p.add_argument("--stop", type=int, help="last step of the window")
     p.add_argument(
-        "--every", type=int, default=1, help="keep every N-th checkpoint (from the last)"
+        "--stop", type=int, metavar="STEP", help="last step of the window (default: the last)"
+    )
+    p.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep every N-th checkpoint of the window, counted back from the last (default: 1)",
     )
 
 
@@ -39,7 +106,7 @@ def add_objective(p: argparse.ArgumentParser) -> None:
 
 def open_selection(args: argparse.Namespace) -> Trajectory:
     """The trajectory named by :func:`add_selection`'s arguments."""
-    traj = Trajectory.from_paths(args.paths)
+    traj = Trajectory.from_paths(args.paths, **source_options(args))
     if args.start is not None or args.stop is not None or args.every != 1:
         traj = traj.select(args.start, args.stop, args.every)
     return traj

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcsc.cli.common import add_selection, open_selection
+from lcsc.cli.common import add_selection, add_source, open_selection, source_options
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from lcsc.inspection import inspect_paths
 
-    report = inspect_paths(args.paths)
+    report = inspect_paths(args.paths, **source_options(args))
     print("\n".join(report.lines()))
     return 1 if report.problems else 0
 
@@ -99,6 +99,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             penalty=penalty,
         )
     traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
+    if traj.writes_folder(workdir / "best"):  # a diffusers component: also from_pretrained
+        traj.save_combination(workdir / "best", result.best_coefficients)
     save_coefficients(
         workdir / "best_coefficients.json",
         result.best_coefficients,
@@ -166,23 +168,53 @@ def _validation_summary(result: SearchResult, validation: Validation) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("inspect", help="summarise checkpoints and list problems")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = sub.add_parser(
+        "inspect",
+        help="summarise checkpoints and list problems",
+        description="Say which layout, weights entry and prefixes were recognised, summarise the"
+        " checkpoints (steps, sizes, dtypes) and list every problem found; exit status 1 if any.",
+    )
+    add_source(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("merge", help="write one linear combination of the checkpoints")
     add_selection(p)
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--ema", type=float, metavar="RATE", help="per-iteration EMA rate")
-    how.add_argument("--power-ema", type=float, metavar="SIGMA_REL", help="EDM2 power EMA width")
-    how.add_argument("--uniform", action="store_true", help="plain average")
-    how.add_argument("--coefficients", metavar="FILE.json", help="a list of K numbers")
+    how.add_argument(
+        "--ema",
+        type=float,
+        metavar="RATE",
+        help="EMA with decay RATE per training iteration, 0 <= RATE < 1, e.g. 0.999"
+        " (ema <- RATE*ema + (1-RATE)*weights at every step, from the first checkpoint)",
+    )
+    how.add_argument(
+        "--power-ema",
+        type=float,
+        metavar="SIGMA_REL",
+        help="EDM2 power function EMA of relative width SIGMA_REL, 0 < SIGMA_REL <= 0.3, e.g. 0.05",
+    )
+    how.add_argument("--uniform", action="store_true", help="plain average of the checkpoints")
+    how.add_argument(
+        "--coefficients",
+        metavar="FILE.json",
+        help="a JSON list of K numbers, or an object with a 'coefficients' list"
+        " (e.g. a search's best_coefficients.json)",
+    )
     p.add_argument(
         "--allow-any-sum",
         action="store_true",
         help="merge --coefficients that do not sum to 1 (otherwise refused)",
     )
-    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.safetensors")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="OUT.safetensors; for a diffusers component, a folder path (no .safetensors"
+        " suffix) gets the weights and the component's config.json, loadable with"
+        " from_pretrained",
+    )
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("search", help="search the best combination (resumable)")
@@ -198,7 +230,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword argument for the factory (repeatable)",
+        help="keyword argument passed, as a string, to the objective factory; repeat it for"
+        " several (default: none)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["evolutionary", "cmaes", "random"],
+        default="evolutionary",
+        help="search algorithm: the paper's evolutionary search, CMA-ES or random search"
+        " (default: evolutionary)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        required=True,
+        metavar="N",
+        help="number of objective evaluations in all (a resumed search counts the done ones)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the search's random choices (default: 0)",
     )
     p.add_argument(
         "--validation-objective",
@@ -235,13 +289,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="trust region: the search ranks score + LAMBDA * K * ||a - a0||^2, a0 = the best"
         " EMA vector by score; LAMBDA in the score's units (default: none)",
     )
-    p.add_argument("--method", choices=["evolutionary", "cmaes", "random"], default="evolutionary")
-    p.add_argument("--budget", type=int, required=True, help="number of evaluations")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--workdir",
         required=True,
         metavar="DIR",
-        help="search state; rerunning the same command resumes",
+        help="search state and outputs (history.jsonl, best.safetensors, best_coefficients.json,"
+        " best/ for a diffusers component); rerunning the same command resumes",
     )
     p.set_defaults(func=_cmd_search)

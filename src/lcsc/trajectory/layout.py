@@ -43,31 +43,6 @@ def recorded_files(directory: Path) -> list[Path]:
     ]
 
 
-def checkpoint_files(directory: Path) -> list[Path]:
-    """A Recorder directory's checkpoints or else, in a plain folder (no manifest), every file
-    with a checkpoint suffix; unsorted."""
-    from lcsc.checkpoint import SUFFIXES
-
-    files = recorded_files(directory)
-    if files or (directory / MANIFEST).exists():
-        return files
-    return [p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file()]
-
-
-def lists_as_checkpoint(directory: Path, path: Path) -> bool:
-    """Whether :func:`checkpoint_files` of ``directory`` would list a file at ``path``."""
-    from lcsc.checkpoint import SUFFIXES
-
-    try:
-        if not path.parent.exists() or not path.parent.samefile(directory):
-            return False
-    except OSError:
-        return False
-    if recorded_files(directory) or (directory / MANIFEST).exists():
-        return path.match("step-*.safetensors") and step_from_name(path) is not None
-    return path.suffix in SUFFIXES
-
-
 def step_from_name(path: Path) -> int | None:
     """The last number in a file's stem (``ckpt_ema_0.999_012000.pt`` -> 12000), or None."""
     numbers = _NUMBER.findall(path.stem)

@@ -198,9 +198,9 @@ class Recorder:
         """Delete the oldest checkpoint; in compact mode first turn its successor into a full
         file (atomically replacing the delta), so the chain stays decodable at every moment."""
         (_, oldest), (next_step, nxt) = self._files[0], self._files[1]
-        successor = read_checkpoint(nxt)
+        successor = read_checkpoint(nxt, strip_wrappers=False)  # rewritten as stored
         if successor.metadata.get(layout.KEY_ENCODING) == layout.DELTA:
-            base = read_checkpoint(oldest)
+            base = read_checkpoint(oldest, strip_wrappers=False)
             exponents = json.loads(successor.metadata[layout.KEY_EXPONENTS])
             tensors = {
                 k: base.tensors[k] + decode_delta(t, exponents[k], base.tensors[k].dtype)

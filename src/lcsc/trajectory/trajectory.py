@@ -22,7 +22,8 @@ import torch
 from lcsc.atomic import check_not_input
 from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from lcsc.errors import LcscError, TrajectoryError
-from lcsc.trajectory import layout
+from lcsc.state_dict import Extraction
+from lcsc.trajectory import layout, sources
 from lcsc.trajectory.combine import weighted_sum
 from lcsc.trajectory.compact import chain_weights
 
@@ -68,7 +69,7 @@ class Trajectory:
         self._entries = entries
         self._selected = selected
         self.metadata = metadata
-        self.directory: Path | None = None  # the folder it was opened from, if any
+        self.source: sources.Source | None = None  # how from_paths found the files
         self._check_structure()
         if check_finite:
             self._check_values()
@@ -76,18 +77,12 @@ class Trajectory:
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], *, check_finite: bool = True) -> Trajectory:
-        """Open a Recorder directory (or any folder of checkpoint files)."""
+    def open(cls, directory: str | os.PathLike[str], **options: Any) -> Trajectory:
+        """Open a Recorder directory or any folder :meth:`from_paths` recognises."""
         d = Path(directory)
         if not d.is_dir():
             raise TrajectoryError(f"{d}: no such directory")
-        manifest = layout.read_manifest(d)
-        files = layout.checkpoint_files(d)
-        if not files:
-            raise TrajectoryError(f"{d}: no checkpoints found (empty folder?)")
-        traj = cls.from_files(files, check_finite=check_finite, _metadata=manifest.get("metadata"))
-        traj.directory = d
-        return traj
+        return cls.from_paths([d], **options)
 
     @classmethod
     def from_files(
@@ -95,13 +90,17 @@ class Trajectory:
         paths: Iterable[str | os.PathLike[str]],
         steps: Sequence[int] | None = None,
         *,
+        key: str | None = None,
+        strip_prefix: str | None = None,
         check_finite: bool = True,
         _metadata: dict[str, Any] | None = None,
     ) -> Trajectory:
         """Open checkpoint files (``.safetensors`` or ``.pt``-style), sorted by step.
 
-        Without ``steps``, each file's step is the last number in its name (``ckpt_012000.pt``)
-        or, for files lcsc wrote, the step stored in the file.
+        Without ``steps``, each file's step is, for files lcsc wrote, the step stored in the
+        file, else the last number in its name (``ckpt_012000.pt``) or its nearest numbered
+        folder (``checkpoint-500/unet/...``); see :func:`lcsc.trajectory.sources.step_from_path`.
+        ``key`` and ``strip_prefix`` are passed to :func:`lcsc.checkpoint.read_checkpoint`.
         """
         paths = [Path(p) for p in paths]
         if not paths:
@@ -110,12 +109,15 @@ class Trajectory:
             raise TrajectoryError(f"got {len(steps)} steps for {len(paths)} files")
         entries = []
         for i, p in enumerate(paths):
-            ckpt = read_checkpoint(p)
+            ckpt = read_checkpoint(p, key=key, strip_prefix=strip_prefix)
             entries.append(_make_entry(ckpt, None if steps is None else int(steps[i])))
         entries.sort(key=lambda e: e.step)
         for a, b in zip(entries, entries[1:], strict=False):
             if a.step == b.step:
-                raise TrajectoryError(f"{a.path} and {b.path} have the same step {a.step}")
+                raise TrajectoryError(
+                    f"{a.path} and {b.path} have the same step {a.step}; pass the steps"
+                    " explicitly (--steps)"
+                )
         _link_chains(entries)
         metadata = _metadata
         if metadata is None:
@@ -125,15 +127,48 @@ class Trajectory:
 
     @classmethod
     def from_paths(
-        cls, paths: Sequence[str | os.PathLike[str]], *, check_finite: bool = True
+        cls,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        steps: Sequence[int] | None = None,
+        component: str | None = None,
+        key: str | None = None,
+        strip_prefix: str | None = None,
+        check_finite: bool = True,
     ) -> Trajectory:
-        """One directory -> :meth:`open`; otherwise the files -> :meth:`from_files`."""
-        if len(paths) == 1 and Path(paths[0]).is_dir():
-            return cls.open(paths[0], check_finite=check_finite)
-        for p in paths:
-            if Path(p).is_dir():
-                raise TrajectoryError(f"{p}: is a directory; give one directory or only files")
-        return cls.from_files(paths, check_finite=check_finite)
+        """The checkpoints of one folder in any layout :func:`lcsc.trajectory.sources.find_source`
+        recognises (a Recorder directory, diffusers/accelerate ``checkpoint-<step>/`` folders
+        with ``component``, Lightning, timm or plain checkpoint files), or of the given files
+        and checkpoint folders; ``steps`` (in that order) replace the steps found. How they were
+        found is in ``.source``."""
+        source = sources.find_source(paths, component)
+        if not source.files:
+            raise TrajectoryError(f"{paths[0]}: no checkpoints found (empty folder?)")
+        return cls.from_source(
+            source, steps, key=key, strip_prefix=strip_prefix, check_finite=check_finite
+        )
+
+    @classmethod
+    def from_source(
+        cls,
+        source: sources.Source,
+        steps: Sequence[int] | None = None,
+        *,
+        key: str | None = None,
+        strip_prefix: str | None = None,
+        check_finite: bool = True,
+    ) -> Trajectory:
+        """The files of a :class:`~lcsc.trajectory.sources.Source` (see :meth:`from_paths`)."""
+        traj = cls.from_files(
+            source.files,
+            steps,
+            key=key,
+            strip_prefix=strip_prefix,
+            check_finite=check_finite,
+            _metadata=source.metadata,
+        )
+        traj.source = source
+        return traj
 
     def select(
         self, start: int | None = None, stop: int | None = None, every: int = 1
@@ -157,7 +192,7 @@ class Trajectory:
         """The same (already validated) files with another selection."""
         sub = object.__new__(Trajectory)
         sub._entries, sub._selected, sub.metadata = self._entries, selected, self.metadata
-        sub.directory = self.directory
+        sub.source = self.source
         sub._segments = sub._plan_segments()
         return sub
 
@@ -187,6 +222,11 @@ class Trajectory:
     @property
     def dtypes(self) -> dict[str, torch.dtype]:
         return {k: t.dtype for k, t in self._reference.tensors.items()}
+
+    @property
+    def extraction(self) -> Extraction:
+        """How the weights were found in the first file: sub-dict, prefixes removed, ..."""
+        return self._reference.extraction
 
     @property
     def num_parameters(self) -> int:
@@ -272,15 +312,21 @@ class Trajectory:
 
     def save_combination(
         self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
-    ) -> None:
+    ) -> Path:
         """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
         metadata (e.g. the model config), steps and coefficients in the file's metadata.
+
+        For a diffusers component (opened from ``checkpoint-<step>/`` folders), a ``path``
+        without the ``.safetensors`` suffix is a folder that ``from_pretrained`` loads: the
+        weights plus the component's ``config.json`` (:mod:`lcsc.trajectory.export`).
+        Returns the path of the weights file written.
 
         Refused, before any work: ``path`` is one of the trajectory's files, or lies in the
         folder it was opened from under a name that folder lists as a checkpoint; the
         combination holds NaN/Inf (coefficients too large for the checkpoints' dtypes).
         """
-        self._check_output(Path(path))
+        target = Path(path)
+        self._check_output(target)
         state = self.combine(coefficients)
         for key, t in state.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
@@ -288,15 +334,23 @@ class Trajectory:
                     f"{path}: not written: key '{key}' of the combination overflows to NaN/Inf"
                     " (coefficients too large for its dtype?)"
                 )
-        write_checkpoint(
-            path,
-            state,
-            {
-                layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
-                "lcsc_steps": json.dumps(self.steps),
-                "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
-            },
-        )
+        metadata = {
+            layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
+            "lcsc_steps": json.dumps(self.steps),
+            "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
+        }
+        if self.writes_folder(target):
+            from lcsc.trajectory.export import save_pretrained
+
+            assert self.source is not None
+            return save_pretrained(target, state, metadata, self.source)
+        write_checkpoint(target, state, metadata)
+        return target
+
+    def writes_folder(self, path: str | os.PathLike[str]) -> bool:
+        """Whether :meth:`save_combination` writes a ``from_pretrained`` folder at ``path``."""
+        has_config = self.source is not None and self.source.config is not None
+        return has_config and Path(path).suffix != ".safetensors"
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         """Checkpoint ``index`` (of the selection) as a state dict, decoded if compact."""
@@ -304,12 +358,18 @@ class Trajectory:
 
     # ----------------------------------------------------------------- internals
     def _check_output(self, path: Path) -> None:
-        check_not_input(path, [e.path for e in self._entries], "one of the trajectory's files")
-        d = self.directory
-        if d is not None and layout.lists_as_checkpoint(d, path):
+        inputs = [e.path for e in self._entries]
+        check_not_input(path, inputs, "one of the trajectory's files")
+        if self.writes_folder(path):
+            from lcsc.trajectory.export import weights_name
+
+            assert self.source is not None
+            check_not_input(path / weights_name(self.source), inputs, "a trajectory's file")
+        if self.source is not None and sources.lists_as_checkpoint(self.source, path):
             raise TrajectoryError(
-                f"{path}: would become a checkpoint of the trajectory folder {d} (and break"
-                " the next run on it); write it outside that folder"
+                f"{path}: would become a checkpoint of the trajectory folder"
+                f" {self.source.root} (and break the next run on it); write it outside that"
+                " folder"
             )
 
     @property
@@ -417,15 +477,18 @@ def _make_entry(ckpt: Checkpoint, step: int | None) -> _Entry:
     md = ckpt.metadata
     if step is None:
         stored = md.get(layout.KEY_STEP)
-        step = int(stored) if stored is not None else layout.step_from_name(ckpt.path)
+        step = int(stored) if stored is not None else sources.step_from_path(ckpt.path)
         if step is None:
             raise TrajectoryError(
-                f"{ckpt.path}: no step number in the file name; pass steps explicitly"
+                f"{ckpt.path}: no step number in the file name or its folders; pass the steps"
+                " explicitly (--steps)"
             )
     encoding = md.get(layout.KEY_ENCODING, layout.FULL)
     if encoding not in (layout.FULL, layout.DELTA):
         raise TrajectoryError(f"{ckpt.path}: unknown encoding '{encoding}'")
     exponents = json.loads(md[layout.KEY_EXPONENTS]) if encoding == layout.DELTA else {}
+    for prefix in ckpt.extraction.stripped:  # keyed like the tensors: without the prefixes
+        exponents = {k[len(prefix) :]: e for k, e in exponents.items() if k.startswith(prefix)}
     return _Entry(step, ckpt, encoding, exponents)
 
 

@@ -1,0 +1,1 @@
+"""Glue for common training frameworks (each module imports its framework when imported)."""
