@@ -100,7 +100,8 @@ def add_objective(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword argument for the factory, passed as a string (repeatable)",
+        help="keyword argument passed, as a string, to the objective factory; repeat it for"
+        " several (default: none)",
     )
 
 

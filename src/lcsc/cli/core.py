@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lcsc.cli.common import (
+    add_objective,
     add_selection,
     add_source,
     add_threads,
@@ -242,20 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("search", help="search the best combination (resumable)")
     add_selection(p)
-    p.add_argument(
-        "--objective",
-        required=True,
-        metavar="MODULE:FUNCTION",
-        help="factory returning a callable state_dict -> float (lower is better)",
-    )
-    p.add_argument(
-        "--objective-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="keyword argument passed, as a string, to the objective factory; repeat it for"
-        " several (default: none)",
-    )
+    add_objective(p)
     p.add_argument(
         "--method",
         choices=sorted(METHODS),
