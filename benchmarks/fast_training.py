@@ -99,7 +99,7 @@ def run_one(job: tuple[str, int, Settings, bool]) -> dict[str, Any]:
     torch.set_num_threads(1)  # 2 OpenMP threads per process on 2 shared cores: 10-50x slower
     from lcsc.metrics import digits_features
     from lcsc.objectives.sample_fd import SampleFD
-    from lcsc.reference.digits.experiment import compare
+    from lcsc.reference.digits.experiment import ExperimentConfig, compare
     from lcsc.reference.digits.objective import digits_reference
     from lcsc.reference.generative.data import load_dataset
     from lcsc.reference.generative.generator import FixedNoiseGenerator
@@ -144,17 +144,17 @@ def run_one(job: tuple[str, int, Settings, bool]) -> dict[str, Any]:
         if with_lcsc:
             t = time.perf_counter()
             traj = Trajectory.open(run_dir / "trajectory").select(start=1, stop=s.lcsc_at)
-            c = compare(
-                run_dir,
-                Path(tmp) / "search",
+            experiment = ExperimentConfig(
                 budget=s.lcsc_budget,
                 seed=seed,
                 search_samples=s.lcsc_search_samples,
                 held_out_samples=s.lcsc_held_out_samples,
+                held_out_seeds=1,
+                path_points=0,
                 sampler="dpmpp",
                 search_nfe=s.nfe,
-                trajectory=traj,
             )
+            c = compare(run_dir, Path(tmp) / "search", experiment, trajectory=traj)
             out["lcsc"] = {
                 "at": traj.steps[-1],
                 "seconds": time.perf_counter() - t,
@@ -164,7 +164,7 @@ def run_one(job: tuple[str, int, Settings, bool]) -> dict[str, Any]:
                 "ema_star_rate": float(c.ema_star.label),
                 "search_fd": c.search_scores,
                 "compare_held_out_fd": {
-                    name: c.held_out[name].fd for name in ("EMA*", "best checkpoint", "LCSC")
+                    m: c.held_out[m].mean["fd"] for m in ("ema_star", "best_checkpoint", "lcsc")
                 },
             }
     return out

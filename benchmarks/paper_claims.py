@@ -5,8 +5,12 @@
 (b) LCSC at 1/4 of the CT training iterations vs EMA* after the full run (training cost);
 (c) DM: LCSC searched and evaluated at a lower NFE vs EMA* at the higher NFE (sampling cost).
 
-Every (claim, seed) result is cached in OUT/results.json as soon as it exists, so an
-interrupted run continues where it stopped. Prints the table (markdown) at the end.
+Every model is scored on held-out noise (several seeds) against the held-out test split, in the
+search's feature space and in the transfer spaces (pixels, random features, PCA, a scikit-learn
+MLP; see lcsc.reference.digits.evaluation), next to the real-vs-real noise floor. Every
+(claim, seed) result is cached in OUT/results_v2.json as soon as it exists, so an interrupted
+run continues where it stopped. Prints two tables (markdown) at the end: the claims in the
+search's space, and the transfer table (LCSC / EMA* in every space) that belongs beside it.
 
     python benchmarks/paper_claims.py --out runs/claims [--seeds 0 1 2] [--quick]
 """
@@ -16,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from lcsc.atomic import write_json
-from lcsc.reference.digits.experiment import compare
+from lcsc.reference.digits.evaluation import INDEPENDENT
+from lcsc.reference.digits.experiment import EMA_STAR, LCSC, Comparison, ExperimentConfig, compare
+from lcsc.reference.digits.findings import path_correlations
 from lcsc.reference.generative.networks import ModelConfig
 from lcsc.reference.generative.training import TrainConfig, train
 from lcsc.trajectory import Trajectory
@@ -33,8 +40,8 @@ EVERY = 20  # iterations between checkpoints
 
 def scale(args: argparse.Namespace) -> dict[str, int]:
     if args.quick:
-        return {"iters": 1200, "long": 2400, "budget": 60, "search": 300, "held": 500}
-    return {"iters": 6000, "long": 16000, "budget": 600, "search": 1000, "held": 2000}
+        return {"iters": 1200, "long": 2400, "budget": 60, "search": 300, "held": 500, "seeds": 2}
+    return {"iters": 6000, "long": 16000, "budget": 600, "search": 1000, "held": 2000, "seeds": 3}
 
 
 def ensure_run(
@@ -65,10 +72,56 @@ def window(run: Path, last_step: int | None = None) -> Trajectory:
     return traj.select(start=max(1, stop - WINDOW * EVERY + 1), stop=stop)
 
 
-def fds(c) -> dict[str, float]:
-    return {name: m.fd for name, m in c.held_out.items()} | {
-        f"{name} (alt)": m.fd_alt for name, m in c.held_out.items()
+def summary(c: Comparison) -> dict:
+    """What the tables need from one comparison: held-out means and stds by model id, the
+    noise floor, and the path correlations of the Goodhart curve."""
+    held = {m.id: c.held_out[m.id] for m in (EMA_STAR, LCSC)}
+    return {
+        "mean": {k: h.mean for k, h in held.items()},
+        "std": {k: h.std for k, h in held.items()},
+        "floor": c.floor,
+        "path_correlation": path_correlations(
+            [p.search_score for p in c.path], [p.held_out for p in c.path]
+        ),
+        "evaluation": c.evaluation,
     }
+
+
+def run_seed(record: Callable[..., None], root: Path, seed: int, s: dict[str, int]) -> None:
+    """Train the runs of one seed (cached) and record every claim's comparison."""
+    ct = ensure_run(root / "ct", "ct", seed, s["iters"])
+    record(f"a/ct/{seed}", ct, root / "search-ct", seed=seed, trajectory=window(ct))
+    dm = ensure_run(root / "dm", "dm", seed, s["iters"])
+    record(
+        f"a/dm/{seed}",
+        dm,
+        root / "search-dm",
+        seed=seed,
+        sampler="dpmpp",
+        search_nfe=9,
+        trajectory=window(dm),
+    )
+    cd = ensure_run(root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=dm)
+    record(f"a/cd/{seed}", cd, root / "search-cd", seed=seed, trajectory=window(cd))
+    long = ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4)
+    record(
+        f"a/ct-converged/{seed}",
+        long,
+        root / "search-ct-long",
+        seed=seed,
+        trajectory=window(long),
+    )
+    quarter = Trajectory.open(ct / "trajectory").select(start=1, stop=s["iters"] // 4)
+    record(f"b/ct-quarter/{seed}", ct, root / "search-ct-quarter", seed=seed, trajectory=quarter)
+    record(
+        f"c/dm-nfe5/{seed}",
+        dm,
+        root / "search-dm-nfe5",
+        seed=seed,
+        sampler="dpmpp",
+        search_nfe=5,
+        trajectory=window(dm),
+    )
 
 
 def main() -> None:
@@ -80,87 +133,94 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     s = scale(args)
-    path = args.out / "results.json"
+    path = args.out / "results_v2.json"  # v1 (results.json) scored against the train split
     results: dict[str, dict] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def record(key: str, run: Path, workdir: Path, **kwargs) -> None:
+    def record(
+        key: str, run: Path, workdir: Path, trajectory: Trajectory | None = None, **kwargs
+    ) -> None:
         if key in results:
             return
         t0 = time.perf_counter()
         print(f"{key} ...", flush=True)
-        c = compare(
-            run,
-            workdir,
+        config = ExperimentConfig(
             budget=s["budget"],
             search_samples=s["search"],
             held_out_samples=s["held"],
+            held_out_seeds=s["seeds"],
+            path_points=6,
             **kwargs,
         )
-        results[key] = fds(c) | {"seconds": time.perf_counter() - t0}
+        c = compare(run, workdir, config, trajectory=trajectory)
+        results[key] = summary(c) | {"seconds": time.perf_counter() - t0}
         write_json(path, results)
 
     for seed in args.seeds:
-        root = args.out / f"seed{seed}"
-        ct = ensure_run(root / "ct", "ct", seed, s["iters"])
-        record(f"a/ct/{seed}", ct, root / "search-ct", seed=seed, trajectory=window(ct))
-        dm = ensure_run(root / "dm", "dm", seed, s["iters"])
-        record(
-            f"a/dm/{seed}",
-            dm,
-            root / "search-dm",
-            seed=seed,
-            sampler="dpmpp",
-            search_nfe=9,
-            trajectory=window(dm),
-        )
-        cd = ensure_run(root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=dm)
-        record(f"a/cd/{seed}", cd, root / "search-cd", seed=seed, trajectory=window(cd))
-        long = ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4)
-        record(
-            f"a/ct-converged/{seed}",
-            long,
-            root / "search-ct-long",
-            seed=seed,
-            trajectory=window(long),
-        )
-        quarter = Trajectory.open(ct / "trajectory").select(start=1, stop=s["iters"] // 4)
-        record(
-            f"b/ct-quarter/{seed}", ct, root / "search-ct-quarter", seed=seed, trajectory=quarter
-        )
-        record(
-            f"c/dm-nfe5/{seed}",
-            dm,
-            root / "search-dm-nfe5",
-            seed=seed,
-            sampler="dpmpp",
-            search_nfe=5,
-            trajectory=window(dm),
-        )
+        run_seed(record, args.out / f"seed{seed}", seed, s)
     print(table(results, args.seeds))
+    print()
+    print(transfer_table(results, args.seeds))
+
+
+ROWS = [
+    ("(a) CT, end of training", "a/ct", "a/ct"),
+    ("(a) CD, end of training", "a/cd", "a/cd"),
+    ("(a) DM, end of training (DPM-Solver++ NFE 9)", "a/dm", "a/dm"),
+    ("(a) CT, converged (long, lr 2e-4)", "a/ct-converged", "a/ct-converged"),
+    ("(b) LCSC at 1/4 of CT training vs EMA* full", "a/ct", "b/ct-quarter"),
+    ("(c) DM: LCSC at NFE 5 vs EMA* at NFE 9", "a/dm", "c/dm-nfe5"),
+]
+TRANSFER = ("fd_alt", *INDEPENDENT)
+
+
+def _values(results: dict, key: str, seeds: list[int], model: str, metric: str) -> list[float]:
+    return [results[f"{key}/{s}"]["mean"][model][metric] for s in seeds if f"{key}/{s}" in results]
+
+
+def _ratios(results: dict, k_ema: str, k_lcsc: str, seeds: list[int], metric: str) -> list[float]:
+    """LCSC / EMA* per training seed (both held-out means of that seed's run)."""
+    out = []
+    for s in seeds:
+        a, b = results.get(f"{k_lcsc}/{s}"), results.get(f"{k_ema}/{s}")
+        if a is not None and b is not None:
+            out.append(a["mean"]["lcsc"][metric] / b["mean"]["ema_star"][metric])
+    return out
+
+
+def _stat(v: list[float], digits: str = ".3g") -> str:
+    return f"{np.mean(v):{digits}} ± {np.std(v):.2g} (n={len(v)})" if v else "not run"
 
 
 def table(results: dict[str, dict], seeds: list[int]) -> str:
-    def stat(key: str, model: str) -> str:
-        v = [results[f"{key}/{s}"][model] for s in seeds if f"{key}/{s}" in results]
-        return f"{np.mean(v):.3g} ± {np.std(v):.2g} (n={len(v)})" if v else "not run"
-
-    rows = [
-        ("(a) CT, end of training", "a/ct", "EMA*", "a/ct", "LCSC"),
-        ("(a) CD, end of training", "a/cd", "EMA*", "a/cd", "LCSC"),
-        ("(a) DM, end of training (DPM-Solver++ NFE 9)", "a/dm", "EMA*", "a/dm", "LCSC"),
-        ("(a) CT, converged (long, lr 2e-4)", "a/ct-converged", "EMA*", "a/ct-converged", "LCSC"),
-        ("(b) LCSC at 1/4 of CT training vs EMA* full", "a/ct", "EMA*", "b/ct-quarter", "LCSC"),
-        ("(c) DM: LCSC at NFE 5 vs EMA* at NFE 9", "a/dm", "EMA*", "c/dm-nfe5", "LCSC"),
-    ]
+    """The claims in the search's feature space, with the real-vs-real noise floor."""
     lines = [
-        "| claim | EMA* held-out FD | LCSC held-out FD | EMA* FD (alt) | LCSC FD (alt) |",
+        "| claim | EMA* held-out FD | LCSC held-out FD | LCSC / EMA* | noise floor |",
         "|---|---|---|---|---|",
     ]
-    for label, k1, m1, k2, m2 in rows:
+    for label, k1, k2 in ROWS:
+        floor = [results[f"{k1}/{s}"]["floor"]["fd"] for s in seeds if f"{k1}/{s}" in results]
         lines.append(
-            f"| {label} | {stat(k1, m1)} | {stat(k2, m2)} | {stat(k1, m1 + ' (alt)')} |"
-            f" {stat(k2, m2 + ' (alt)')} |"
+            f"| {label} | {_stat(_values(results, k1, seeds, 'ema_star', 'fd'))} |"
+            f" {_stat(_values(results, k2, seeds, 'lcsc', 'fd'))} |"
+            f" {_stat(_ratios(results, k1, k2, seeds, 'fd'), '.2f')} | {_stat(floor)} |"
         )
+    return "\n".join(lines)
+
+
+def transfer_table(results: dict[str, dict], seeds: list[int]) -> str:
+    """LCSC / EMA* held-out FD in the validation space and the four independent spaces
+    (below 1: LCSC is better), their median, and LCSC / EMA* classifier confidence."""
+    head = " | ".join(TRANSFER)
+    lines = [
+        f"| claim | {head} | median of independent | confidence |",
+        "|---" * (len(TRANSFER) + 3) + "|",
+    ]
+    for label, k1, k2 in ROWS:
+        cells = [_stat(_ratios(results, k1, k2, seeds, m), ".2f") for m in TRANSFER]
+        per_seed = [_ratios(results, k1, k2, seeds, m) for m in INDEPENDENT]
+        medians = list(np.median(np.array(per_seed), axis=0)) if all(per_seed) else []
+        confidence = _stat(_ratios(results, k1, k2, seeds, "confidence"), ".3f")
+        lines.append(f"| {label} | {' | '.join(cells)} | {_stat(medians, '.2f')} | {confidence} |")
     return "\n".join(lines)
 
 

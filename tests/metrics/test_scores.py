@@ -10,6 +10,7 @@ import torch
 
 from lcsc.errors import LcscError
 from lcsc.metrics import inception_score, kid, precision_recall
+from lcsc.metrics.scores import classifier_measures, rank_correlation
 
 # --- KID -----------------------------------------------------------------------------------
 
@@ -196,3 +197,31 @@ def test_pr_errors() -> None:
         precision_recall(np.zeros((3, 2)), np.zeros((5, 2)), k=3)
     with pytest.raises(LcscError, match="not finite"):
         precision_recall(np.zeros((5, 2)), np.full((5, 2), np.nan))
+
+
+# --- classifier measures and rank correlation ------------------------------------------------
+
+
+def test_classifier_measures_by_hand() -> None:
+    # Three samples, two classes: probabilities (0.5, 0.5), (e/(1+e), 1/(1+e)), ~(1, 0).
+    logits = np.array([[0.0, 0.0], [1.0, 0.0], [20.0, 0.0]])
+    got = classifier_measures(logits, threshold=0.9)
+    top = [0.5, math.e / (1 + math.e), 1 / (1 + math.exp(-20))]
+    assert got["confidence"] == pytest.approx(np.mean(top))
+    assert got["confident_share"] == pytest.approx(1 / 3)  # only the last exceeds 0.9
+    # argmax: class 0 for all three (the tie goes to the first): f = (1, 0), TV = 0.5.
+    assert got["class_tv"] == pytest.approx(0.5)
+    balanced = classifier_measures(np.eye(4) * 5.0)
+    assert balanced["class_tv"] == 0.0
+
+
+def test_rank_correlation_matches_scipy() -> None:
+    from scipy.stats import spearmanr
+
+    a = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    b = [2.0, 7.0, 1.0, 8.0, 2.0, 8.0, 1.0, 8.0]
+    assert rank_correlation(a, b) == pytest.approx(spearmanr(a, b).statistic)
+    assert rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(LcscError, match="shapes"):
+        rank_correlation([1, 2], [1, 2, 3])

@@ -151,3 +151,44 @@ def precision_recall(
     precision = _coverage(fake, real, _knn_radii(real, k, batch_size), batch_size)
     recall = _coverage(real, fake, _knn_radii(fake, k, batch_size), batch_size)
     return precision, recall
+
+
+def classifier_measures(
+    logits: np.ndarray | torch.Tensor, threshold: float = 0.9
+) -> dict[str, float]:
+    """Classifier-based checks of samples from their class logits (N, C).
+
+    ``confidence``: the mean top-class probability; ``confident_share``: the share of samples
+    whose top-class probability exceeds ``threshold``; ``class_tv``: the total variation distance
+    ``0.5 * sum_c |f_c - 1/C|`` between the predicted-class frequencies ``f`` and the uniform
+    distribution (0 for perfectly balanced classes; lower is better).
+    """
+    z = _features(logits, "logits")
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top = p.max(axis=1)
+    freq = np.bincount(p.argmax(axis=1), minlength=z.shape[1]) / z.shape[0]
+    return {
+        "confidence": float(top.mean()),
+        "confident_share": float((top > threshold).mean()),
+        "class_tv": float(0.5 * np.abs(freq - 1.0 / z.shape[1]).sum()),
+    }
+
+
+def rank_correlation(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties get average ranks);
+    NaN when either is constant or shorter than 2."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise LcscError(f"rank_correlation: shapes {x.shape} and {y.shape} differ or are not 1-D")
+    rx, ry = _ranks(x), _ranks(y)
+    if len(x) < 2 or rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks; tied values share the mean of the ranks they span."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2.0)[inverse]

@@ -1,0 +1,64 @@
+"""ExperimentConfig, the composite objective and the search levers in one comparison."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lcsc.errors import LcscError
+from lcsc.metrics import digits_features
+from lcsc.objectives import SampleFD
+from lcsc.reference.digits.experiment import EMA_STAR, LCSC, ExperimentConfig, compare
+from lcsc.reference.digits.objective import CompositeFD, digits_reference
+from lcsc.reference.generative.generator import FixedNoiseGenerator, run_metadata
+from lcsc.trajectory import Trajectory
+
+TINY = {"budget": 30, "search_samples": 60, "held_out_samples": 60, "held_out_seeds": 1}
+
+
+def test_experiment_config_checks_and_round_trips() -> None:
+    config = ExperimentConfig(search_spaces=["main", "alt"], validation=True, patience=3)
+    assert config.search_spaces == ("main", "alt")
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(LcscError, match="ExperimentConfig.search_spaces must be distinct"):
+        ExperimentConfig(search_spaces=("main", "pixels"))
+    with pytest.raises(LcscError, match="search_spaces"):
+        ExperimentConfig(search_spaces=())
+    with pytest.raises(LcscError, match="ExperimentConfig.patience needs validation=True"):
+        ExperimentConfig(patience=3)
+    with pytest.raises(LcscError, match="ExperimentConfig.penalty"):
+        ExperimentConfig(penalty=-1.0)
+
+
+def test_composite_fd_is_the_geometric_mean(ct_run: Path) -> None:
+    md = run_metadata(ct_run)
+    sd = Trajectory.open(ct_run / "trajectory").load(-1)
+    gen = FixedNoiseGenerator(md, 80, 3, "search")
+    fds = [SampleFD(gen, digits_features(k), digits_reference(md, k))(sd) for k in ("main", "alt")]
+    got = CompositeFD(gen, md, ("main", "alt"))(sd)
+    assert got == pytest.approx(math.sqrt(fds[0] * fds[1]), rel=1e-9)
+    assert CompositeFD(gen, md, ("main",))(sd) == pytest.approx(fds[0], rel=1e-12)
+
+
+def test_compare_with_validation_early_stop_and_penalty(ct_run: Path, tmp_path: Path) -> None:
+    config = ExperimentConfig(**TINY, validation=True, patience=2, penalty=0.01, path_points=3)
+    c = compare(ct_run, tmp_path / "search", config)
+    result = c.lcsc
+    validated = {v.index: v.score for v in result.validation_path}
+    assert validated and result.best_index in validated
+    assert result.best_validation_score == min(validated.values())
+    stopped = len(result.history) < config.budget
+    if stopped:  # early stop: the last `patience` validations did not improve
+        scores = [v.score for v in result.validation_path]
+        assert min(scores[-2:]) >= min(scores[:-2])
+    assert any(ev.penalty > 0 for ev in result.history)
+    assert set(c.held_out) == {"raw", "training_ema", EMA_STAR.id, "best_checkpoint", LCSC.id}
+    # the baselines are chosen by FD in main on search noise, whatever the search's levers
+    plain = compare(ct_run, tmp_path / "plain", ExperimentConfig(**TINY, path_points=0))
+    assert plain.ema_star.label == c.ema_star.label and plain.path == ()
+    np.testing.assert_array_equal(plain.ema_star.coefficients, c.ema_star.coefficients)
+    again = compare(ct_run, tmp_path / "search", config)  # resumed: the same choice
+    assert again.lcsc.best_index == result.best_index
