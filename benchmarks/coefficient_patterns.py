@@ -39,6 +39,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], tuple[int, int] | None]] = {
     "seed 2": ({"seed": 2}, None),
     "convex, seed 0": ({"seed": 0, "nonnegative": True}, None),
     "convex, seed 1": ({"seed": 1, "nonnegative": True}, None),
+    "convex, seed 2": ({"seed": 2, "nonnegative": True}, None),
     "window 50 (last 1000 its)": ({"seed": 0}, (50, 1)),
     "window 100 (last 2000 its)": ({"seed": 0}, (100, 1)),
     "interval 40 (every 2nd)": ({"seed": 0}, (200, 2)),
