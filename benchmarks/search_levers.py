@@ -26,7 +26,7 @@ import torch
 from lcsc.atomic import write_json
 from lcsc.reference.digits.demo import DemoConfig, train_run
 from lcsc.reference.digits.evaluation import INDEPENDENT
-from lcsc.reference.digits.experiment import EMA_STAR, LCSC, compare
+from lcsc.reference.digits.experiment import EMA_STAR, LCSC, ExperimentConfig, compare
 
 LEVERS: dict[str, dict[str, Any]] = {
     "baseline (FD main, 2000 samples)": {},
@@ -39,12 +39,19 @@ LEVERS: dict[str, dict[str, Any]] = {
     "penalty 0.001": {"penalty": 0.001},
     "penalty 0.01": {"penalty": 0.01},
     "more samples (5000 per evaluation)": {"search_samples": 5000},
+    "penalty 0.01 + more samples (5000)": {"penalty": 0.01, "search_samples": 5000},
+    "validation + early stop + penalty 0.001": {
+        "validation": True,
+        "patience": 20,
+        "penalty": 0.001,
+    },
 }
 COLUMNS = ("fd", "fd_alt", *INDEPENDENT)
 
 
 def run_lever(run: Path, workdir: Path, seed: int, settings: dict[str, Any]) -> dict[str, Any]:
-    config = DemoConfig(seed=seed, path_points=2, **settings).experiment
+    # the demo's settings without its default lever (ExperimentConfig's defaults are the demo's)
+    config = ExperimentConfig(seed=seed, path_points=2, **settings)
     t0 = time.perf_counter()
     c = compare(run, workdir, config)
     lcsc, star = c.held_out[LCSC.id].mean, c.held_out[EMA_STAR.id].mean

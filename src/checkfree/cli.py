@@ -15,6 +15,7 @@ from pathlib import Path
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from checkfree import FailureConfig, ModelConfig, TrainConfig, build_plan, train
+    from checkfree.config import LaunchConfig
     from lcsc.cli.common import StageBars
 
     events = tuple(_parse_event(e) for e in args.fail_at) or None
@@ -42,12 +43,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         processes=args.processes,
         device=args.device,
+        timeout_s=args.timeout,
     )
+    launch = None
+    if args.nnodes is not None or args.rdzv_endpoint is not None:
+        launch = LaunchConfig(
+            nnodes=args.nnodes if args.nnodes is not None else 1,
+            node_rank=args.node_rank,
+            rdzv_endpoint=args.rdzv_endpoint or "127.0.0.1:29500",
+            heartbeat_timeout_s=args.heartbeat_timeout,
+            rejoin_wait_s=args.rejoin_wait,
+        )
     build_plan(config)  # refuse unrecoverable failures before drawing a progress bar
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="checkfree-"))
     mode = f"{config.model.stages} processes" if config.processes else "1 process"
+    if launch is not None:
+        mode += f", launcher {launch.node_rank} of {launch.nnodes}"
     with StageBars(prefix=f"{config.strategy} ({mode}) ") as bars:
-        result = train(config, out, bars)
+        result = train(config, out, bars, launch)
     s = result.summary()
     print(
         f"{config.strategy}: final validation loss {s['final_val_loss']:.4f},"
@@ -128,6 +141,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=25, metavar="STEPS")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    m = p.add_argument_group(
+        "across machines (with --processes; one launcher per machine, torchrun's names)"
+    )
+    m.add_argument("--nnodes", type=int, help="launchers (machines) in the run")
+    m.add_argument(
+        "--node-rank", type=int, default=0, help="this launcher's rank (0 hosts the store)"
+    )
+    m.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="the TCPStore every launcher and stage process meets at (launcher 0 listens)",
+    )
+    m.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a launcher silent this long is lost with its stages",
+    )
+    m.add_argument(
+        "--rejoin-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a lost stage waits for its restarted launcher before another hosts it",
+    )
+    m.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up when nothing happens for this long",
+    )
     p.set_defaults(func=_cmd_train)
     return parser
 

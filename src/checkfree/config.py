@@ -211,3 +211,47 @@ class TrainConfig(Config):
     @property
     def micro_batch_size(self) -> int:
         return self.batch_size // self.micro_batches
+
+
+@dataclass(frozen=True)
+class LaunchConfig(Config):
+    """Where this launcher stands in a multi-machine run (torchrun's names).
+
+    Every machine runs one launcher with the same :class:`TrainConfig`; launcher
+    ``node_rank`` 0 hosts the ``torch.distributed.TCPStore`` at ``rdzv_endpoint`` that all
+    processes meet at (the job ends if it is lost), the others connect to it. Stage ``i``
+    first runs on launcher ``i % nnodes``.
+
+    Attributes:
+        nnodes: launchers in the run.
+        node_rank: this launcher, in ``[0, nnodes)``.
+        rdzv_endpoint: ``HOST:PORT`` of the store (launcher 0 listens there).
+        heartbeat_timeout_s: a launcher silent this long is taken as lost with its stages.
+        rejoin_wait_s: how long a lost stage waits for its launcher to come back (restarted)
+            before another live launcher hosts its replacement.
+    """
+
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = "127.0.0.1:29500"
+    heartbeat_timeout_s: float = 10.0
+    rejoin_wait_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.check("nnodes", integer, 1)
+        self.check("node_rank", integer, 0)
+        msg = f"must be in [0, nnodes) = [0, {self.nnodes})"
+        self.require(self.node_rank < self.nnodes, "node_rank", msg, self.node_rank)
+        host, _, port = str(self.rdzv_endpoint).rpartition(":")
+        ok = bool(host) and port.isdigit() and 0 < int(port) < 65536
+        self.require(ok, "rdzv_endpoint", "must be HOST:PORT", self.rdzv_endpoint)
+        self.check("heartbeat_timeout_s", real, above=0.0)
+        self.check("rejoin_wait_s", real, 0.0)
+
+    @property
+    def host(self) -> str:
+        return str(self.rdzv_endpoint).rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(str(self.rdzv_endpoint).rpartition(":")[2])

@@ -61,6 +61,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_context(module: str) -> mp.context.BaseContext:
+    """``forkserver`` with torch (and ``module``) preloaded where available, else ``spawn``.
+
+    Children fork from a server that imported torch once: ~0.1 s per process, not seconds
+    (torch.optim's first use imports torch._dynamo: preloaded too).
+    """
+    try:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(
+            ["torch", "torch.distributed", "torch._dynamo", "torch.optim", module]
+        )
+        return ctx
+    except ValueError:
+        return mp.get_context("spawn")
+
+
 def _init_group(config: TrainConfig, rank: int, port: int) -> None:
     import torch.distributed as dist
 
@@ -144,15 +160,7 @@ class _Coordinator:
         self.plan = plan
         self.checkpoint_dir = str(checkpoint_dir) if checkpoint_dir else None
         self.report = report
-        try:
-            self.ctx = mp.get_context("forkserver")
-            # Children fork from a server that imported torch once: ~0.1 s per process, not
-            # seconds (torch.optim's first use imports torch._dynamo: preload that too).
-            self.ctx.set_forkserver_preload(
-                ["torch", "torch.distributed", "torch._dynamo", "torch.optim", __name__]
-            )
-        except ValueError:
-            self.ctx = mp.get_context("spawn")
+        self.ctx = process_context(__name__)
         self.procs: dict[int, tuple[mp.process.BaseProcess, Connection, int | None]] = {}
         self.finished: list[ProcessInfo] = []
         self.done: set[int] = set()

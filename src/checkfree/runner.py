@@ -80,6 +80,10 @@ class PipelineRunner:
         self.corpus = load_corpus(config.corpus_bytes, config.val_fraction)
         self.val = val_batches(self.corpus, config.eval_batches, config.batch_size, model.seq_len)
         self.paths = pipeline.routes(config.strategy, model.stages, config.micro_batches)
+        #: Called between a step's backward pass and its update (None: no agreement needed).
+        self.commit: Callable[[Slot], None] | None = None
+        #: Executed steps whose update is applied.
+        self.completed = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -88,7 +92,7 @@ class PipelineRunner:
         self._sync_replicas()
         if self.config.strategy == "checkpoint":
             self._save_checkpoint(0)
-        self._evaluate(0)
+        self.evaluate(0)
 
     def recover(self, slot: Slot) -> None:
         """Rebuild ``slot.failed`` (the failed stages held here are fresh workers already)."""
@@ -127,16 +131,19 @@ class PipelineRunner:
         losses = pipeline.forward_backward(
             self.workers, self.transport, self.paths, tokens, targets, config.model.dim
         )
+        if self.commit is not None:
+            self.commit(slot)  # every stage agrees to take this step (elastic mode)
         lr = learning_rate(config, slot.iteration)
         for w in self.workers.values():
             w.step(lr)
+        self.completed = slot.step + 1
         self._sync_replicas()
         if losses:
             self.report("train", slot.step + 1, sum(losses) / len(losses))
         if slot.save_checkpoint:
             self._save_checkpoint(slot.iteration + 1)
         if slot.evaluate:
-            self._evaluate(slot.step + 1)
+            self.evaluate(slot.step + 1)
 
     def snapshot(self, step: int | None, phase: str, indices: Iterable[int]) -> None:
         """With ``snapshot_dir`` set, write the state of the held stages in ``indices``."""
@@ -163,9 +170,10 @@ class PipelineRunner:
         )
         recovery.store_replicas(self.workers, received)
 
-    def _evaluate(self, step: int) -> None:
+    def validation_loss(self) -> float | None:
+        """The current model's validation loss (None off the LM-head stage)."""
         config = self.config
-        loss = pipeline.evaluate(
+        return pipeline.evaluate(
             self.workers,
             self.transport,
             self.val,
@@ -173,6 +181,10 @@ class PipelineRunner:
             config.micro_batches,
             config.model.dim,
         )
+
+    def evaluate(self, step: int) -> None:
+        """Report the validation loss as that after ``step`` executed iterations."""
+        loss = self.validation_loss()
         if loss is not None:
             self.report("val", step, loss)
 

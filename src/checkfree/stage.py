@@ -156,6 +156,11 @@ class StageWorker:
         self.optimizer.zero_grad(set_to_none=True)
         return self.grad_norm
 
+    def discard_iteration(self) -> None:
+        """Forget a half-done iteration: its saved activations and accumulated gradients."""
+        self._saved.clear()
+        self.optimizer.zero_grad(set_to_none=True)
+
     # -- state --------------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:

@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from checkfree.config import TrainConfig
+from checkfree.config import LaunchConfig, TrainConfig
 from checkfree.distributed import ProcessInfo, run_processes
+from checkfree.elastic import check_launch, run_elastic
 from checkfree.plan import Plan, build_plan
 from checkfree.runner import run_single
 from lcsc.atomic import write_json
@@ -102,16 +103,21 @@ class LossLog:
 
     def __init__(self, plan: Plan, stream: TextIO | None, progress: Progress | None) -> None:
         self.plan = plan
+        #: Stages lost at the start of each step: the plan's, plus any a launcher reports.
+        self.failed = {s.step: s.failed for s in plan.slots if s.failed}
         self.stream = stream
         self.progress = progress
         self.iterations = max((s.iteration + 1 for s in plan.slots), default=0)
         self._failed = 0
         self.records: list[dict[str, Any]] = []
-        self._train: dict[int, float] = {}
-        self._val: dict[int, float] = {}
+        self._train: dict[int, float | None] = {}
+        self._val: dict[int, float | None] = {}
 
-    def __call__(self, kind: str, step: int, value: float) -> None:
-        (self._train if kind == "train" else self._val)[step] = float(value)
+    def __call__(self, kind: str, step: int, value: float | None) -> None:
+        """``value`` None: the loss was lost with a stage (multi-machine runs)."""
+        (self._train if kind == "train" else self._val)[step] = (
+            None if value is None else float(value)
+        )
         while self._complete(len(self.records)):
             self._emit(len(self.records))
 
@@ -128,9 +134,10 @@ class LossLog:
             slot = self.plan.slots[k - 1]
             record.update(iteration=slot.iteration + 1, train_loss=self._train.pop(k))
         if k in self._val:
-            record["val_loss"] = self._val.pop(k)
-        slot_failed = self.plan.slots[k - 1].failed if k else ()
-        record["failures"] = list(slot_failed)
+            val = self._val.pop(k)
+            if val is not None:
+                record["val_loss"] = val
+        record["failures"] = list(self.failed.get(k - 1, ())) if k else []
         if k and self.plan.slots[k - 1].rollback_to is not None:
             record["rollback_to"] = self.plan.slots[k - 1].rollback_to
         record["wall_clock_s"] = self.plan.slots[k - 1].wall_clock_s if k else 0.0
@@ -140,14 +147,19 @@ class LossLog:
             self.stream.flush()
         if self.progress is not None and k:
             self._failed += len(record["failures"])
-            info = {"loss": record["train_loss"], "failures": self._failed}
+            info = {"failures": self._failed}
+            if record["train_loss"] is not None:
+                info["loss"] = record["train_loss"]
             if "val_loss" in record:
                 info["val"] = record["val_loss"]
             report(self.progress, "train", record["iteration"], self.iterations, **info)
 
 
 def train(
-    config: TrainConfig, out: str | Path | None = None, progress: Progress | None = None
+    config: TrainConfig,
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+    launch: LaunchConfig | None = None,
 ) -> RunResult:
     """Train ``config`` with its failures and recovery strategy; see the module docstring.
 
@@ -155,9 +167,13 @@ def train(
     by the strategy (for example an edge stage under CheckFree). ``progress`` is called as
     ``progress("train", iteration, iterations, loss=..., failures=..., [val=...])`` with every
     log record as it completes (the iteration goes back after a checkpoint rollback).
+    ``launch`` (multi-process mode only): this machine's launcher in a multi-machine
+    run (see :mod:`checkfree.elastic`); every machine calls ``train`` with the same config.
     """
     plan = build_plan(config)
     _check_device(config)
+    if launch is not None:
+        check_launch(config)
     t0 = time.perf_counter()
     out_dir = Path(out) if out is not None else None
     with contextlib.ExitStack() as stack:
@@ -174,14 +190,16 @@ def train(
                 checkpoint_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         log = LossLog(plan, stream, progress)
         processes: tuple[ProcessInfo, ...] = ()
-        if config.processes:
+        if launch is not None:
+            processes = run_elastic(config, plan, launch, log, log.failed.__setitem__)
+        elif config.processes:
             processes = run_processes(config, plan, checkpoint_dir, log)
         else:
             run_single(config, plan, checkpoint_dir, log)
     result = RunResult(
         config=config,
         records=tuple(log.records),
-        failures=plan.failures,
+        failures=tuple(sorted(log.failed.items())),
         steps=len(plan.slots),
         lost_iterations=plan.lost_iterations,
         checkpoints=plan.checkpoints,

@@ -15,7 +15,7 @@ from lcsc.trajectory.sources import Source, find_source
 
 
 @dataclass(frozen=True)
-class Report:
+class Inspection:
     """Facts about a set of checkpoints; ``problems`` is empty when they form a valid trajectory."""
 
     files: int
@@ -56,16 +56,16 @@ def inspect_paths(
     component: str | None = None,
     key: str | None = None,
     strip_prefix: str | None = None,
-) -> Report:
+) -> Inspection:
     """Summarise checkpoints in any layout :meth:`Trajectory.from_paths` opens (same options),
     collecting problems instead of stopping at the first one."""
     try:
         source = find_source(paths, component)
     except LcscError as exc:
-        return Report(0, problems=[str(exc)])
+        return Inspection(0, problems=[str(exc)])
     files = list(source.files)
     if not files:
-        return Report(
+        return Inspection(
             0, source=source, problems=[f"{', '.join(map(str, paths))}: no checkpoint files found"]
         )
     problems: list[str] = []
@@ -82,14 +82,14 @@ def inspect_paths(
             except LcscError as exc:
                 if str(exc) not in problems:
                     problems.append(str(exc))
-        return Report(
+        return Inspection(
             len(files),
             bytes=sum(p.stat().st_size for p in files if p.is_file()),
             problems=problems,
             source=source,
         )
     steps = traj.steps
-    return Report(
+    return Inspection(
         files=len(files),
         steps=steps,
         parameters=traj.num_parameters,

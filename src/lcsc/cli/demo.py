@@ -18,6 +18,7 @@ _DEMO_FIELDS = (
     "search_samples",
     "held_out_samples",
     "held_out_seeds",
+    "penalty",
 )
 
 
@@ -74,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--held-out-samples", type=int, help="samples per held-out noise seed (default 5000)"
     )
     p.add_argument("--held-out-seeds", type=int, help="held-out noise seeds (default 3)")
+    p.add_argument(
+        "--penalty",
+        type=float,
+        metavar="LAMBDA",
+        help="trust-region penalty weight around EMA* (0: none; default: see docs/benchmarks.md)",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(

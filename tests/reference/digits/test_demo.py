@@ -82,7 +82,8 @@ def test_search_starts_with_the_ema_grid_scores(demo_out: tuple[Path, dict]) -> 
     assert [h["coefficients"] for h in first] == header["init"]
     assert [h["score"] for h in first] == list(grid.values())
     assert results["search_fd"]["ema_star"] == min(grid.values())
-    assert results["search_fd"]["lcsc"] == min(h["score"] for h in history)
+    assert results["search_fd"]["lcsc"] == history[results["chosen_evaluation"]]["score"]
+    assert len(history) == results["evaluations"]
 
 
 def test_demo_models_sample_and_evaluate(
@@ -125,20 +126,21 @@ def test_bad_demo_config() -> None:
 
 def test_demo_config_shares_the_experiment_config() -> None:
     config = DemoConfig(**SMALL)
-    assert config.experiment == ExperimentConfig(
-        **{k: v for k, v in SMALL.items() if k not in ("iterations", "record_every", "keep")}
-    )
+    shared = {k: v for k, v in SMALL.items() if k not in ("iterations", "record_every", "keep")}
+    assert config.experiment == ExperimentConfig(**shared, penalty=config.penalty)
+    assert DemoConfig().penalty > 0 == ExperimentConfig().penalty  # the demo's default lever
     assert DemoConfig.from_dict(config.to_dict()) == config
 
 
 def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     flags = ["--iterations", "100", "--budget", "12", "--search-samples", "100"]
-    flags += ["--held-out-samples", "100", "--held-out-seeds", "1"]
+    flags += ["--held-out-samples", "100", "--held-out-seeds", "1", "--penalty", "0"]
     assert main(["demo", "--out", str(out), *flags]) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["budget"] == 12 and results["config"]["held_out_seeds"] == 1
+    assert results["config"]["penalty"] == 0.0
     assert results["config"]["keep"] == DemoConfig().keep  # unset flags keep the defaults
     assert "## Transfer report" in printed and "median" in printed.splitlines()[-1]
     for name in ("lcsc.safetensors", "ema_star.safetensors"):

@@ -181,18 +181,29 @@ def compare(
         config.held_out_nfe or config.search_nfe,
     )
     models, held = _held_out(_states(run_dir, traj, star, single, result), evaluate, progress)
-    scores = [ev.search_score for ev in result.history]
-    indices = path_indices(scores, n_init, config.path_points)
+    path = _goodhart_path(traj, result, n_init, config.path_points, evaluate, progress)
+    floor = evaluate.scorer.floor
+    return Comparison(traj, star, single, result, models, held, floor, path, evaluate.describe())
+
+
+def _goodhart_path(
+    traj: Trajectory,
+    result: search.SearchResult,
+    n_init: int,
+    points: int,
+    evaluate: HeldOutEvaluator,
+    progress: Progress | None,
+) -> tuple[PathPoint, ...]:
+    """Held-out scores (first noise seed) along the best-so-far path of what the optimizer
+    ranked (score + penalty), each next to its search-objective score."""
+    indices = path_indices([ev.search_score for ev in result.history], n_init, points)
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
         samples = evaluate.generators[0](traj.combine(ev.coefficients))
-        path.append(PathPoint(index, ev.search_score, evaluate.scorer(samples)))
+        path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
         report(progress, "Goodhart path", i + 1, len(indices))
-    floor = evaluate.scorer.floor
-    return Comparison(
-        traj, star, single, result, models, held, floor, tuple(path), evaluate.describe()
-    )
+    return tuple(path)
 
 
 def _search(
