@@ -135,7 +135,8 @@ def pilot_table(rows: list[dict[str, Any]]) -> str:
 
 
 def nfe_curves(run: Path, workdir: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Search at the higher NFE, then EMA* and the same LCSC model at every NFE, held out."""
+    """Search at the higher NFE, then EMA* and the same LCSC model at every NFE, held out.
+    ``seed`` seeds the search, its noise and the held-out noise seeds."""
     config = ExperimentConfig(
         budget=args.budget,
         seed=seed,
@@ -261,6 +262,7 @@ def main() -> None:
     ap.add_argument("--search-samples", type=int, default=2000)
     ap.add_argument("--held-out", type=int, default=2000)
     ap.add_argument("--held-out-seeds", type=int, default=3)
+    ap.add_argument("--search-seed-offset", type=int, default=0, help="search - training seed")
     ap.add_argument("--pilot", action="store_true", help="measure the candidate configurations")
     ap.add_argument("--pilot-configs", nargs="+", default=sorted(CONFIGS))
     ap.add_argument("--spread-draws", type=int, default=5)
@@ -275,19 +277,22 @@ def main() -> None:
         return
     path = args.out / "results.json"
     cache: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    offset = args.search_seed_offset  # 0: the search seed is the training seed
+    results = {}
     for seed in args.seeds:
         key = f"{args.config}/{args.search_nfe}/{seed}"
+        key += f"/search{seed + offset}" if offset else ""
         if key not in cache:
             t0 = time.perf_counter()
-            run = ensure_run(
-                args.out / args.config / f"seed{seed}", args.config, seed, args.iterations
-            )
+            folder = args.out / args.config / f"seed{seed}"
+            run = ensure_run(folder, args.config, seed, args.iterations)
             work = args.out / args.config / f"search{args.search_nfe}-seed{seed}"
-            cache[key] = nfe_curves(run, work, seed, args) | {"seconds": time.perf_counter() - t0}
+            work = work.with_name(f"{work.name}-s{seed + offset}") if offset else work
+            search = nfe_curves(run, work, seed + offset, args)
+            cache[key] = search | {"seconds": time.perf_counter() - t0}
             write_json(path, cache)
             print(f"{key}: {cache[key]['seconds']:.0f} s", flush=True)
-    prefix = f"{args.config}/{args.search_nfe}/"
-    results = {k[len(prefix) :]: v for k, v in cache.items() if k.startswith(prefix)}
+        results[str(seed)] = cache[key]
     print(curve_table(results, args.nfes))
     if args.plot:
         plot(results, args.nfes, args.plot)
