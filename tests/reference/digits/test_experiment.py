@@ -62,3 +62,13 @@ def test_compare_with_validation_early_stop_and_penalty(ct_run: Path, tmp_path: 
     np.testing.assert_array_equal(plain.ema_star.coefficients, c.ema_star.coefficients)
     again = compare(ct_run, tmp_path / "search", config)  # resumed: the same choice
     assert again.lcsc.best_index == result.best_index
+
+
+def test_compare_convex_only_search(ct_run: Path, tmp_path: Path) -> None:
+    config = ExperimentConfig(**TINY, nonnegative=True, path_points=0)
+    c = compare(ct_run, tmp_path / "convex", config)
+    for ev in c.lcsc.history:  # every evaluated candidate is a convex combination
+        assert np.all(np.asarray(ev.coefficients) >= 0)
+        assert np.sum(ev.coefficients) == pytest.approx(1.0)
+    with pytest.raises(LcscError, match="ExperimentConfig.nonnegative"):
+        ExperimentConfig(nonnegative="yes")

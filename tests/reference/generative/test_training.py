@@ -125,6 +125,25 @@ def test_same_seed_same_run(tmp_path: Path, digits_train) -> None:
     assert not np.array_equal(a.losses, c.losses)
 
 
+def test_cosine_lr_decay_schedule() -> None:
+    config = small_config("dm", iterations=110, warmup=10, lr=1e-3, lr_final=1e-4)
+    assert config.lr_at(5) == pytest.approx(5e-4)  # warm-up unchanged
+    assert config.lr_at(10) == pytest.approx(1e-3)
+    assert config.lr_at(60) == pytest.approx(5.5e-4)  # half-way down the cosine
+    assert config.lr_at(110) == pytest.approx(1e-4)
+    assert small_config("dm", warmup=10).lr_at(300) == small_config("dm").lr
+
+
+def test_lr_decay_reaches_lr_final_in_training(tmp_path: Path, digits_train) -> None:
+    model = small_model("dm", width=32, depth=1, emb_dim=16)
+    config = small_config("dm", iterations=6, record_every=1, model=model, lr_final=0.0)
+    train(config, tmp_path / "run", data=digits_train)
+    traj = Trajectory.open(tmp_path / "run" / "trajectory")
+    # the last Adam step runs at lr 0 and so leaves the weights as they were; earlier ones not
+    assert _state_equal(traj.load(len(traj.steps) - 1), traj.load(len(traj.steps) - 2))
+    assert not _state_equal(traj.load(len(traj.steps) - 2), traj.load(len(traj.steps) - 3))
+
+
 def test_keep_window_and_compact(tmp_path: Path, digits_train) -> None:
     config = small_config(
         "ct",
@@ -186,6 +205,7 @@ def test_data_shape_must_match(tmp_path: Path, digits_train) -> None:
         ({"model": small_model("cm")}, "model"),
         ({"iterations": 0}, "iterations"),
         ({"lr": -1.0}, "lr"),
+        ({"lr_final": 2e-3}, "lr_final"),
         ({"betas": (0.9, 1.0)}, "betas"),
         ({"ema_rate": 1.0}, "ema_rate"),
         ({"keep": 0}, "keep"),

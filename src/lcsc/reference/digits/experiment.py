@@ -55,7 +55,8 @@ def ema_model(rate: str) -> Model:
 class ExperimentConfig(Config):
     """What one comparison does.
 
-    The search: ``method``, ``budget``, ``seed``, on ``search_samples`` samples of search noise
+    The search: ``method`` (convex combinations only with ``nonnegative``), ``budget``,
+    ``seed``, on ``search_samples`` samples of search noise
     at ``search_nfe``, minimising FD in ``search_spaces`` (one packaged space, or the geometric
     mean over several). Its levers against overfitting the metric: ``validation`` (score the
     best-so-far path by FD in the ``alt`` space on ``validation_samples`` samples of other
@@ -69,6 +70,7 @@ class ExperimentConfig(Config):
     """
 
     method: str = "evolutionary"
+    nonnegative: bool = False
     budget: int = 1000
     seed: int = 0
     search_samples: int = 2000
@@ -86,6 +88,7 @@ class ExperimentConfig(Config):
 
     def __post_init__(self) -> None:
         self.check("method", choice, sorted(search.METHODS))
+        self.check("nonnegative", boolean)
         for name in (
             "budget",
             "search_samples",
@@ -220,7 +223,7 @@ def _search(
     result = search.run(
         traj,
         objective,
-        config.method,
+        search.METHODS[config.method](nonnegative=config.nonnegative),
         budget=config.budget,
         seed=config.seed,
         workdir=workdir,

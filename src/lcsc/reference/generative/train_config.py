@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,8 @@ class TrainConfig(Config):
         data: ``"digits"``, a ``.npz`` file or an image folder (see :mod:`.data`).
         iterations, batch_size, lr, betas: Adam on ``batch_size`` samples per iteration.
         warmup: iterations of linear learning-rate warm-up (0: none).
+        lr_final: None (constant lr) or the lr of the last iteration: after warm-up the lr
+            follows a cosine from ``lr`` down to ``lr_final`` (a converged end of training).
         record_every, keep, compact: the trajectory Recorder's ``every``, ``keep``, ``compact``.
         ema_rate: per-iteration EMA decay of the saved EMA model.
         seed: fixes initialisation, batches, noise and dropout.
@@ -57,6 +60,7 @@ class TrainConfig(Config):
     lr: float = 1e-3
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = 0
+    lr_final: float | None = None
     record_every: int = 20
     keep: int | None = None
     compact: bool = False
@@ -100,6 +104,10 @@ class TrainConfig(Config):
         self.check("keep", integer, 1, optional=True)
         self.check("compact", boolean)
         self.check("lr", real, above=0.0)
+        self.check("lr_final", real, 0.0, optional=True)
+        if self.lr_final is not None:
+            msg = f"must not exceed lr {self.lr} (a decay)"
+            self.require(self.lr_final <= self.lr, "lr_final", msg, self.lr_final)
         self._check_betas()
         self.check("ema_rate", real, 0.0, below=1.0)
         self.check("test_fraction", real, 0.0, below=1.0)
@@ -144,6 +152,17 @@ class TrainConfig(Config):
                 f"end must not exceed Adam's beta1 {self.betas[0]} (a decay)",
                 decay.end,
             )
+
+    def lr_at(self, step: int) -> float:
+        """The (uncompensated) learning rate of 1-based iteration ``step``: linear warm-up,
+        then constant or, with ``lr_final``, a cosine decay to ``lr_final`` at the last step."""
+        if self.warmup and step < self.warmup:
+            return self.lr * step / self.warmup
+        if self.lr_final is None:
+            return self.lr
+        span = max(self.iterations - self.warmup, 1)
+        t = min(max(step - self.warmup, 0) / span, 1.0)
+        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1.0 + math.cos(math.pi * t))
 
     @property
     def noise_distribution(self) -> tuple[float, float]:

@@ -227,10 +227,10 @@ class _Update:
 
     def __call__(self, k: int, y: torch.Tensor, g: torch.Generator) -> float:
         config, step = self.config, k + 1
-        lr = config.lr * min(1.0, step / config.warmup) if config.warmup else config.lr
+        lr = config.lr_at(step)
         if self.momentum is not None:
             self.momentum.apply(k, self.opt, lr)
-        elif config.warmup:
+        elif config.warmup or config.lr_final is not None:
             for group in self.opt.param_groups:
                 group["lr"] = lr
         loss = self.loss_fn(k, y, g)
