@@ -7,7 +7,6 @@ line naming the field at fault and exits with status 1, without a traceback.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -179,14 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lcsc.errors import LcscError
+    from lcsc.cli.common import run_command
 
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except LcscError as exc:
-        print(f"checkfree: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("checkfree: interrupted", file=sys.stderr)
-        return 130
+    return run_command("checkfree", lambda: args.func(args))

@@ -11,15 +11,15 @@ User errors versus lcsc bugs: every user-facing failure is raised as an
 parsers and validators; OS errors on the user's paths (read-only or full disk, a folder where a
 file is expected) by the I/O layer (:mod:`lcsc.atomic`, checkpoint reading, the search's
 workdir); any exception raised by the user's objective module, factory or objective (syntax
-errors included) where lcsc calls it. Only ``LcscError`` is turned into one line here, so any
-other exception escaping from lcsc's own code is a bug in lcsc and keeps its traceback.
+errors included) where lcsc calls it. Only ``LcscError`` is turned into one line
+(:func:`lcsc.cli.common.run_command`), so any other exception escaping from lcsc's own code is
+a bug in lcsc and keeps its traceback.
 See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from lcsc import threads
@@ -28,7 +28,7 @@ threads.prepare_environment()  # before the command modules import torch, numpy,
 
 from lcsc import __version__  # noqa: E402
 from lcsc.cli import core, demo, generative, landscape  # noqa: E402
-from lcsc.errors import LcscError  # noqa: E402
+from lcsc.cli.common import run_command  # noqa: E402
 
 COMMAND_GROUPS = [core, landscape, generative, demo]
 
@@ -55,12 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `lcsc --threads N cmd`, or `lcsc cmd --threads N` for the commands that take it
     chosen = getattr(args, "threads", None)
-    try:
+
+    def command() -> int:
         with threads.using(args.global_threads if chosen is None else chosen, "--threads"):
             return args.func(args)
-    except LcscError as exc:
-        print(f"lcsc: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("lcsc: interrupted", file=sys.stderr)
-        return 130
+
+    return run_command("lcsc", command)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from lcsc.errors import LcscError
@@ -84,6 +86,20 @@ def add_selection(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="keep every N-th checkpoint of the window, counted back from the last (default: 1)",
     )
+
+
+def run_command(prog: str, command: Callable[[], int]) -> int:
+    """Run a command: a user error (:class:`LcscError`) prints one line ``prog: error: ...``
+    and returns 1, Ctrl-C prints ``prog: interrupted`` and returns 130; anything else is a bug
+    and keeps its traceback. Shared by ``lcsc`` and ``checkfree``."""
+    try:
+        return command()
+    except LcscError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
 
 
 def add_objective(p: argparse.ArgumentParser) -> None:
