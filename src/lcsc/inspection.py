@@ -6,9 +6,11 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from lcsc.checkpoint import read_checkpoint
+from lcsc.checkpoint import SHARD_INDEX, read_checkpoint
 from lcsc.errors import LcscError
+from lcsc.sharded import shard_paths
 from lcsc.state_dict import Extraction
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.sources import Source, find_source
@@ -84,7 +86,7 @@ def inspect_paths(
                     problems.append(str(exc))
         return Inspection(
             len(files),
-            bytes=sum(p.stat().st_size for p in files if p.is_file()),
+            bytes=sum(f.stat().st_size for f in _on_disk(files) if f.is_file()),
             problems=problems,
             source=source,
         )
@@ -101,6 +103,12 @@ def inspect_paths(
         source=source,
         extraction=traj.extraction,
     )
+
+
+def _on_disk(files: list[Path]) -> list[Path]:
+    """``files`` with the shards that each sharded index names."""
+    shards = {p: shard_paths(p) if p.name.endswith(SHARD_INDEX) else [] for p in files}
+    return [f for p in files for f in (p, *shards[p])]
 
 
 def _source_lines(source: Source | None) -> list[str]:

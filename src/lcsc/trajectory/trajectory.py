@@ -235,19 +235,24 @@ class Trajectory:
 
     @property
     def nbytes(self) -> int:
-        """Bytes on disk of the files a combination reads."""
-        return sum(self._entries[i].path.stat().st_size for i in self._needed())
+        """Bytes on disk of the files a combination reads (a sharded one's index and shards)."""
+        return sum(f.stat().st_size for i in self._needed() for f in self._entries[i].ckpt.files)
 
     def fingerprint(self) -> str:
-        """A short hash of the selected checkpoints' names, steps, sizes and layouts."""
+        """A short hash of the selected checkpoints' names, steps, sizes and layouts, each shard
+        of a sharded checkpoint included. Cheap: no file is read, so an edit that keeps every
+        size and tensor offset goes unseen."""
         h = hashlib.sha256()
         for i in self._needed():
             e = self._entries[i]
             h.update(f"{e.path.name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
-            if e.ckpt.layout is not None:
-                h.update(
-                    repr(sorted((k, v.begin, v.end) for k, v in e.ckpt.layout.items())).encode()
-                )
+            for part in (e.ckpt, *e.ckpt.shards):
+                if part is not e.ckpt:
+                    h.update(f"|{part.path.name}|{part.path.stat().st_size}".encode())
+                if part.layout is not None:
+                    h.update(
+                        repr(sorted((k, v.begin, v.end) for k, v in part.layout.items())).encode()
+                    )
         h.update(repr(self._selected).encode())
         return h.hexdigest()[:16]
 
@@ -358,7 +363,7 @@ class Trajectory:
 
     # ----------------------------------------------------------------- internals
     def _check_output(self, path: Path) -> None:
-        inputs = [e.path for e in self._entries]
+        inputs = [f for e in self._entries for f in e.ckpt.files]
         check_not_input(path, inputs, "one of the trajectory's files")
         if self.writes_folder(path):
             from lcsc.trajectory.export import weights_name
