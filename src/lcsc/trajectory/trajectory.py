@@ -239,13 +239,17 @@ class Trajectory:
         return sum(f.stat().st_size for i in self._needed() for f in self._entries[i].ckpt.files)
 
     def fingerprint(self) -> str:
-        """A short hash of the selected checkpoints' names, steps, sizes and layouts, each shard
-        of a sharded checkpoint included. Cheap: no file is read, so an edit that keeps every
-        size and tensor offset goes unseen."""
+        """A short hash of the selected checkpoints' names (with the component folder of a
+        diffusers component's weights), steps, sizes and layouts, each shard of a sharded
+        checkpoint included. Cheap: no file is read, so an edit that keeps every size and
+        tensor offset goes unseen."""
         h = hashlib.sha256()
         for i in self._needed():
             e = self._entries[i]
-            h.update(f"{e.path.name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
+            name = e.path.name
+            if sources.is_component_weights(e.path):  # unet/ and unet_ema/ share file names
+                name = f"{e.path.parent.name}/{name}"
+            h.update(f"{name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
             for part in (e.ckpt, *e.ckpt.shards):
                 if part is not e.ckpt:
                     h.update(f"|{part.path.name}|{part.path.stat().st_size}".encode())
@@ -363,6 +367,11 @@ class Trajectory:
 
     # ----------------------------------------------------------------- internals
     def _check_output(self, path: Path) -> None:
+        if path.suffix != ".safetensors" and not self.writes_folder(path):
+            raise TrajectoryError(  # lcsc could not read a file of another name back
+                f"{path}: expected a .safetensors file name (a folder output needs a diffusers"
+                " component with a config.json)"
+            )
         inputs = [f for e in self._entries for f in e.ckpt.files]
         check_not_input(path, inputs, "one of the trajectory's files")
         if self.writes_folder(path):
