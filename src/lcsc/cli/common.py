@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -90,8 +91,10 @@ def add_selection(p: argparse.ArgumentParser) -> None:
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
     """Run a command: a user error (:class:`LcscError`) prints one line ``prog: error: ...``
-    and returns 1, Ctrl-C prints ``prog: interrupted`` and returns 130; anything else is a bug
-    and keeps its traceback. Shared by ``lcsc`` and ``checkfree``."""
+    and returns 1, Ctrl-C prints ``prog: interrupted`` and returns 130, a reader that stops
+    early (``lcsc inspect DIR | head``) ends the command quietly with 141 as a shell's
+    SIGPIPE would; anything else is a bug and keeps its traceback. Shared by ``lcsc`` and
+    ``checkfree``."""
     try:
         return command()
     except LcscError as exc:
@@ -100,6 +103,10 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that nothing is printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def add_objective(p: argparse.ArgumentParser) -> None:
