@@ -13,7 +13,7 @@ from lcsc.errors import LcscError
 from lcsc.sharded import shard_paths
 from lcsc.state_dict import Extraction
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.sources import Source, find_source
+from lcsc.trajectory.sources import Source, find_source, no_checkpoints
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Inspection:
         if self.intervals:
             gaps = ", ".join(f"{g} (x{n})" for g, n in sorted(self.intervals.items()))
             out.append(f"interval:    {gaps}")
-        out.append(f"parameters:  {self.parameters:,} per checkpoint")
+        if self.steps:  # else unknown: the files did not open as a trajectory
+            out.append(f"parameters:  {self.parameters:,} per checkpoint")
         out.append(f"bytes:       {self.bytes:,} on disk ({self.bytes / 2**20:.1f} MiB)")
         if self.dtypes:
             out.append("dtypes:      " + ", ".join(f"{d} x{n}" for d, n in self.dtypes.items()))
@@ -67,9 +68,7 @@ def inspect_paths(
         return Inspection(0, problems=[str(exc)])
     files = list(source.files)
     if not files:
-        return Inspection(
-            0, source=source, problems=[f"{', '.join(map(str, paths))}: no checkpoint files found"]
-        )
+        return Inspection(0, source=source, problems=[no_checkpoints(Path(paths[0]))])
     problems: list[str] = []
     try:
         traj = Trajectory.from_source(source, steps, key=key, strip_prefix=strip_prefix)

@@ -183,3 +183,26 @@ def test_components_have_different_fingerprints(tmp_path: Path) -> None:
     assert unet.nbytes == ema.nbytes and unet.fingerprint() != ema.fingerprint()
     files = sorted(tmp_path.glob("checkpoint-*/unet_ema/diffusion_pytorch_model.safetensors"))
     assert Trajectory.from_paths(files).fingerprint() == ema.fingerprint()
+
+
+def test_a_folder_of_runs_names_them(tmp_path: Path) -> None:
+    """``lightning_logs/`` holds one run per ``version_N/``: lcsc says which to give."""
+    from lcsc.inspection import inspect_paths
+
+    logs = tmp_path / "lightning_logs"
+    for version in (0, 1):
+        folder = logs / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        for step in (5, 10):
+            torch.save({"state_dict": _state(step)}, folder / f"epoch=0-step={step}.ckpt")
+    (logs / "notes").mkdir()  # no checkpoints: not named
+    want = (
+        f"{logs}: no checkpoints found; its subfolders version_0, version_1 hold runs: give one,"
+        f" e.g. {logs / 'version_0'}"
+    )
+    with pytest.raises(TrajectoryError) as info:
+        Trajectory.from_paths([logs])
+    assert str(info.value) == want
+    report = inspect_paths([logs])
+    assert report.problems == [want] and not any("parameters" in ln for ln in report.lines())
+    assert Trajectory.from_paths([logs / "version_1"]).steps == [5, 10]

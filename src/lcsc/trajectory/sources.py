@@ -88,6 +88,25 @@ def find_source(paths: Sequence[str | os.PathLike[str]], component: str | None =
     return replace(picked, layout=FOLDERS if len(folders) == len(ps) else FILES, files=ordered)
 
 
+def no_checkpoints(folder: Path) -> str:
+    """Why ``folder`` gave no checkpoints, naming the subfolders that hold runs of their own
+    (``lightning_logs/version_0``, one run each), if any."""
+    runs = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else ():
+        try:
+            found = bool(find_source([child]).files)
+        except TrajectoryError:
+            found = True  # it holds checkpoints, if not one clean run
+        if found:
+            runs.append(child.name)
+    if not runs:
+        return f"{folder}: no checkpoints found (empty folder?)"
+    return (
+        f"{folder}: no checkpoints found; its subfolders {', '.join(runs)} hold runs: give one,"
+        f" e.g. {folder / runs[0]}"
+    )
+
+
 def is_component_weights(path: Path) -> bool:
     """Whether ``path`` has the standard name of a diffusers/transformers component's weights
     (``diffusion_pytorch_model.safetensors``, ...): the name all components share, so the

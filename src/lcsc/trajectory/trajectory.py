@@ -143,7 +143,7 @@ class Trajectory:
         found is in ``.source``."""
         source = sources.find_source(paths, component)
         if not source.files:
-            raise TrajectoryError(f"{paths[0]}: no checkpoints found (empty folder?)")
+            raise TrajectoryError(sources.no_checkpoints(Path(paths[0])))
         return cls.from_source(
             source, steps, key=key, strip_prefix=strip_prefix, check_finite=check_finite
         )
