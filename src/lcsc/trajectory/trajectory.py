@@ -368,8 +368,9 @@ class Trajectory:
     # ----------------------------------------------------------------- internals
     def _check_output(self, path: Path) -> None:
         if path.suffix != ".safetensors" and not self.writes_folder(path):
+            what = "is a directory" if path.is_dir() else "expected a .safetensors file name"
             raise TrajectoryError(  # lcsc could not read a file of another name back
-                f"{path}: expected a .safetensors file name (a folder output needs a diffusers"
+                f"{path}: {what}; write FILE.safetensors (a folder output needs a diffusers"
                 " component with a config.json)"
             )
         inputs = [f for e in self._entries for f in e.ckpt.files]
