@@ -65,10 +65,10 @@ def load_unet(run: str, component: str = "unet") -> torch.nn.Module:
     elif p.is_dir():
         config_path = find_source([p], component).config
     else:
-        raise LcscError(f"{_WHERE}: run {p}: no such folder or config.json")
+        raise LcscError(f"run {p}: no such folder or config.json")
     if config_path is None:
         raise LcscError(
-            f"{_WHERE}: run {p}: no config.json of component {component!r}"
+            f"run {p}: no config.json of component {component!r}"
             f" (expected checkpoint-<step>/{component}/config.json)"
         )
     config = _read_json(config_path, "UNet config")
@@ -114,7 +114,7 @@ def load_scheduler(scheduler: str = "ddim", config: str = "") -> Any:
             )
     else:
         raise LcscError(
-            f"{_WHERE}: scheduler {scheduler!r}: expected ddim, dpm-solver (or"
+            f"scheduler {scheduler!r}: expected ddim, dpm-solver (or"
             f" {', '.join(SCHEDULERS.values())}) or a folder holding {_SCHEDULER_CONFIG}"
         )
     cls = getattr(_diffusers(), class_name)
@@ -138,16 +138,18 @@ class UNetSampler:
         device: str | torch.device = "cpu",
     ) -> None:
         if steps < 1 or batch_size < 1:
-            raise LcscError(f"{_WHERE}: steps and batch_size must be >= 1")
+            raise LcscError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
         self.device = torch.device(device)
         self.unet = unet.to(self.device)
-        self.scheduler, self.noise, self.steps, self.batch_size = scheduler, noise, steps, batch_size
+        self.scheduler, self.noise = scheduler, noise
+        self.steps, self.batch_size = steps, batch_size
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
         try:
             self.unet.load_state_dict(dict(state_dict))
         except RuntimeError as exc:
-            raise LcscError(f"{_WHERE}: the weights do not fit the UNet config: {exc}") from exc
+            why = " ".join(str(exc).split())  # torch's message spans lines
+            raise LcscError(f"the weights do not fit the UNet config: {why}") from exc
         with torch.no_grad():
             out = [self._sample(z) for z in self.noise.split(self.batch_size)]
         return torch.cat(out).clamp(-1.0, 1.0)
@@ -166,7 +168,7 @@ def _ints(**values: str) -> dict[str, int]:
     try:
         return {k: int(v) for k, v in values.items()}
     except ValueError as exc:
-        raise LcscError(f"{_WHERE}: {', '.join(values)} must be integers: {exc}") from exc
+        raise LcscError(f"{', '.join(values)} must be integers: {exc}") from exc
 
 
 def unet_fd(
