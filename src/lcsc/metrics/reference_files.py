@@ -48,12 +48,13 @@ def load_images(folder: str | os.PathLike[str], channels: int = 3) -> torch.Tens
                 a = np.asarray(im.convert(_MODES[channels]), dtype=np.uint8)
         except (OSError, UnidentifiedImageError) as exc:
             raise LcscError(f"{f}: unreadable image: {exc}") from exc
+        a = a.reshape(a.shape[0], a.shape[1], channels)
         if arrays and a.shape != arrays[0].shape:
             raise LcscError(
                 f"{f}: image size {a.shape[1]}x{a.shape[0]} differs from"
                 f" {arrays[0].shape[1]}x{arrays[0].shape[0]} of {files[0].name}"
             )
-        arrays.append(a.reshape(a.shape[0], a.shape[1], channels))
+        arrays.append(a)
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
     return x.to(torch.float32) / 127.5 - 1.0
 
