@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 
 from lcsc.cli import main
+from lcsc.errors import LcscError
 from lcsc.metrics import FeatureStats, digits_features, frechet_distance
 
 pytest.importorskip("diffusers")
@@ -201,6 +202,9 @@ def test_scheduler_config_from_a_pipeline_folder(
     same = unet_fd(**_args(diffusers_run, reference, scheduler=str(tmp_path / "ddim")))
     assert same(state) == cosine(state)
     assert unet_fd(**_args(diffusers_run, reference))(state) != cosine(state)
+    both = _args(diffusers_run, reference, scheduler=str(tmp_path / "ddim"), scheduler_config="x")
+    with pytest.raises(LcscError, match="scheduler_config=x goes with scheduler=ddim"):
+        unet_fd(**both)
 
 
 def test_importing_the_objective_loads_neither_diffusers_nor_the_trainers() -> None:

@@ -104,6 +104,11 @@ def load_scheduler(scheduler: str = "ddim", config: str = "") -> Any:
     if scheduler in names:
         class_name = names[scheduler]
     elif Path(scheduler).exists():
+        if config:
+            raise LcscError(
+                f"scheduler_config={config} goes with scheduler=ddim or dpm-solver, not with a"
+                f" scheduler folder ({scheduler})"
+            )
         path = _scheduler_config_file(Path(scheduler))
         settings = _read_json(path, "scheduler config")
         class_name = str(settings.get("_class_name"))
@@ -233,4 +238,4 @@ def unet_fd(
             f"{reference}: reference features have {ref.dim} dimensions, features={features}"
             f" gives {dim}"
         )
-    return SampleFD(sampler, extractor, ref)
+    return SampleFD(sampler, extractor, ref, batch_size=n["batch_size"])
