@@ -99,10 +99,10 @@ def load_scheduler(scheduler: str = "ddim", config: str = "") -> Any:
     defaults (1000 steps, linear betas, as ``DDPMScheduler()`` in diffusers' example scripts)."""
     names = {**{v: v for v in SCHEDULERS.values()}, **SCHEDULERS}
     settings: dict[str, Any] = {}
-    if config:
-        settings = _read_json(_scheduler_config_file(Path(config)), "scheduler config")
     if scheduler in names:
         class_name = names[scheduler]
+        if config:
+            settings = _read_json(_scheduler_config_file(Path(config)), "scheduler config")
     elif Path(scheduler).exists():
         if config:
             raise LcscError(
