@@ -216,3 +216,13 @@ def test_importing_the_objective_loads_neither_diffusers_nor_the_trainers() -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout)
     assert [m for m in loaded if m.startswith(("diffusers", "lcsc.reference"))] == []
+
+
+def test_without_diffusers_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lcsc.integrations.diffusers_objective import load_scheduler
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers -> ImportError
+    with pytest.raises(
+        LcscError, match=r"needs the package 'diffusers': pip install 'lcsc\[diffusers\]'"
+    ):
+        load_scheduler("ddim")

@@ -24,11 +24,11 @@ from lcsc.metrics import compute_features
 from lcsc.metrics.reference_files import load_reference
 from lcsc.objectives.features import load_extractor
 from lcsc.objectives.sample_fd import SampleFD, fixed_noise
+from lcsc.trajectory.sources import find_source
 
 # Deterministic samplers only: the search must see the same score for the same weights.
 SCHEDULERS = {"ddim": "DDIMScheduler", "dpm-solver": "DPMSolverMultistepScheduler"}
 _SCHEDULER_CONFIG = "scheduler_config.json"
-_WHERE = "unet_fd"
 
 
 def _diffusers() -> Any:
@@ -36,7 +36,7 @@ def _diffusers() -> Any:
         import diffusers
     except ImportError as exc:
         raise LcscError(
-            f"{_WHERE} needs the package 'diffusers': pip install 'lcsc[diffusers]' ({exc})"
+            f"unet_fd needs the package 'diffusers': pip install 'lcsc[diffusers]' ({exc})"
         ) from exc
     return diffusers
 
@@ -55,8 +55,6 @@ def load_unet(run: str, component: str = "unet") -> torch.nn.Module:
     """A ``UNet2DModel`` built from the ``config.json`` of ``component`` in ``run``: a run folder
     (its last ``checkpoint-<step>/``), one checkpoint folder, a component folder or the
     ``config.json`` itself. Its weights are whatever the objective is given later."""
-    from lcsc.trajectory.sources import find_source
-
     p = Path(run)
     if p.is_file() and p.suffix == ".json":
         config_path: Path | None = p
