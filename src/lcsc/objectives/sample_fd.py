@@ -44,6 +44,7 @@ class SampleFD:
     """``state_dict -> FD`` of its samples against reference statistics (lower is better).
 
     A candidate whose samples are not finite scores NaN (the search ranks it last).
+    ``batch_size`` bounds the extractor's batches (default: all samples at once).
     """
 
     def __init__(
@@ -51,12 +52,14 @@ class SampleFD:
         generator: Generator,
         extractor: torch.nn.Module,
         reference: FeatureStats,
+        batch_size: int | None = None,
     ) -> None:
         self.generator, self.extractor, self.reference = generator, extractor, reference
+        self.batch_size = batch_size
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> float:
         x = self.generator(state_dict)
         if not bool(torch.isfinite(x).all()):
             return math.nan
-        feats = compute_features(self.extractor, x, batch_size=len(x))
+        feats = compute_features(self.extractor, x, batch_size=self.batch_size or len(x))
         return frechet_distance(self.reference, FeatureStats.from_features(feats))
