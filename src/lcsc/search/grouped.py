@@ -91,6 +91,8 @@ class GroupedOptimizer:
     def _rows(self, index: int, x: Vector) -> Vector:
         if index < len(self.init):  # the init rows as given, bit for bit
             return self.init[index].copy()
+        if self.groups == 1:  # the inner candidate itself: one group is the ungrouped search
+            return x
         # Each block of x sums to 1/G up to rounding (to some positive share after a convex
         # clip): scale every block to sum one.
         blocks = x.reshape(self.groups, -1)

@@ -26,6 +26,7 @@ from lcsc.state_dict import Extraction
 from lcsc.trajectory import layout, sources
 from lcsc.trajectory.combine import weighted_sum
 from lcsc.trajectory.compact import chain_weights
+from lcsc.trajectory.groups import Groups, combine_groups
 
 
 @dataclass
@@ -316,10 +317,16 @@ class Trajectory:
         return {k: out[k] for k in wanted}
 
     def save_combination(
-        self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
+        self,
+        path: str | os.PathLike[str],
+        coefficients: Sequence[float] | np.ndarray,
+        *,
+        groups: Groups | None = None,
     ) -> Path:
         """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
         metadata (e.g. the model config), steps and coefficients in the file's metadata.
+        With ``groups``, ``coefficients`` is ``(G, K)`` (or flattened) and the combination is
+        :func:`lcsc.trajectory.groups.combine_groups`; the group names join the metadata.
 
         For a diffusers component (opened from ``checkpoint-<step>/`` folders), a ``path``
         without the ``.safetensors`` suffix is a folder that ``from_pretrained`` loads: the
@@ -332,7 +339,12 @@ class Trajectory:
         """
         target = Path(path)
         self._check_output(target)
-        state = self.combine(coefficients)
+        if groups is None:
+            state = self.combine(coefficients)
+            written = [float(c) for c in coefficients]
+        else:
+            state = combine_groups(self, groups, coefficients)
+            written = groups.matrix(coefficients, len(self)).tolist()
         for key, t in state.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise LcscError(
@@ -342,8 +354,10 @@ class Trajectory:
         metadata = {
             layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
             "lcsc_steps": json.dumps(self.steps),
-            "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
+            "lcsc_coefficients": json.dumps(written),
         }
+        if groups is not None:
+            metadata["lcsc_groups"] = json.dumps(list(groups.names))
         if self.writes_folder(target):
             from lcsc.trajectory.export import save_pretrained
 
