@@ -106,8 +106,8 @@ def _search(args: argparse.Namespace) -> int:
 
     from lcsc import search
     from lcsc.coefficients import save_coefficients
-    from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
     from lcsc.errors import LcscError
+    from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
     from lcsc.search.history import HISTORY_FILE
 
     if args.groups and args.method not in GROUP_METHODS:
