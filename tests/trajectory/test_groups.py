@@ -34,9 +34,7 @@ def write_run(folder: Path, fmt: str) -> Trajectory:
     folder.mkdir()
     paths = []
     for i in range(K):
-        state = {
-            k: v * (i + 1) if v.is_floating_point() else v + i for k, v in BASE.items()
-        }
+        state = {k: v * (i + 1) if v.is_floating_point() else v + i for k, v in BASE.items()}
         path = folder / f"ckpt_{i}.{fmt}"
         if fmt == "safetensors":
             safetensors.torch.save_file(state, str(path))
@@ -95,18 +93,14 @@ def test_empty_pattern_in_a_list_is_an_error() -> None:
 
 def test_grouped_combine_equals_the_closed_form(traj: Trajectory) -> None:
     groups = resolve_groups(traj.keys, ["enc", "dec"])  # rest: encoder.norm
-    a = np.array(
-        [[0.25, 0.25, 0.25, 0.25], [-0.5, 0.0, 0.75, 0.75], [1.0, 0.0, 0.0, 0.0]]
-    )
+    a = np.array([[0.25, 0.25, 0.25, 0.25], [-0.5, 0.0, 0.75, 0.75], [1.0, 0.0, 0.0, 0.0]])
     got = combine_groups(traj, groups, a)
     assert list(got) == traj.keys
     scale = a @ np.arange(1.0, K + 1)  # theta_i = (i + 1) * BASE
     row = {k: g for g, members in enumerate(groups.members) for k in members}
     for key, base in BASE.items():
-        if base.is_floating_point():
-            want = base * float(scale[row[key]])  # exact: dyadic times small integers
-        else:
-            want = base + (K - 1)  # integer buffers: the last checkpoint's
+        # floats: exact (dyadic times small integers); integer buffers: the last checkpoint's
+        want = base * float(scale[row[key]]) if base.is_floating_point() else base + (K - 1)
         assert got[key].dtype == base.dtype
         assert torch.equal(got[key], want), key
     flat = combine_groups(traj, groups, a.ravel())  # the flattened matrix is the same

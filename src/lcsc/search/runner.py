@@ -94,7 +94,8 @@ def check_init(init: npt.ArrayLike, config: SearchConfig) -> npt.NDArray[np.floa
     if bad.size:
         row, block = (int(i) for i in bad[0])
         where = f"row {row}" if blocks == 1 else f"row {row}, group {block},"
-        raise SearchError(f"init rows must sum to 1 (Eq. 7); {where} sums to {float(sums[row, block])!r}")
+        total = float(sums[row, block])
+        raise SearchError(f"init rows must sum to 1 (Eq. 7); {where} sums to {total!r}")
     if config.nonnegative and (arr < 0).any():
         raise SearchError("init has negative coefficients, but the config asks nonnegative=True")
     return arr
