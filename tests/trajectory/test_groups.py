@@ -16,6 +16,7 @@ from lcsc.errors import LcscError
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import combine_groups, resolve_groups, split_patterns
 from lcsc.trajectory.span import SpanCombiner
+from tests.conftest import train
 
 K = 4
 # Integer-valued tensors: every combination below is exact in float32 (dyadic coefficients).
@@ -127,6 +128,17 @@ def test_combine_of_some_keys(traj: Trajectory) -> None:
     assert all(torch.equal(part[k], full[k]) for k in part)
     with pytest.raises(LcscError, match="no key 'nope' in the checkpoints"):
         traj.combine(a, keys=["nope"])
+
+
+def test_compact_trajectory_combines_groups_through_its_chains(tmp_path: Path) -> None:
+    train(tmp_path / "run", steps=40, every=5, compact=True)
+    traj = Trajectory.open(tmp_path / "run")
+    groups = resolve_groups(traj.keys, ["0", "3"])
+    a = np.random.default_rng(2).normal(size=(len(groups), len(traj)))
+    got = combine_groups(traj, groups, a)
+    for row, members in zip(a, groups.members, strict=True):
+        full = traj.combine(row)  # delta-coded keys: one segment per key either way
+        assert all(torch.equal(got[k], full[k]) for k in members)
 
 
 def test_matrix_shape_errors(traj: Trajectory) -> None:

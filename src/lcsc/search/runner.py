@@ -479,7 +479,7 @@ def _on_coefficients(
 
     def validate(coefficients: npt.NDArray[np.float64]) -> float:
         if groups is not None:
-            return objective(combine_groups(trajectory, groups, coefficients))  # type: ignore[arg-type]
+            return objective(combine_groups(trajectory, groups, coefficients))
         return objective(trajectory.combine(coefficients))
 
     identity = validation.describe()["objective"]  # of the user's callable, not the wrapper
