@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,3 +190,32 @@ def test_merge_errors_name_the_file(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and message in err[0], err
     assert not out.exists()
+
+
+def test_torchrun_grouped_search_equals_one_process(recorded: Path, tmp_path: Path) -> None:
+    (tmp_path / "groups_objective.py").write_text(OBJECTIVE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 300}
+    grouped = ["--groups", "0|3", "--method", "cmaes"]
+    one = subprocess.run(
+        [sys.executable, "-m", "lcsc", *search_args(recorded, tmp_path / "one", *grouped)], **run
+    )
+    assert one.returncode == 0, one.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
+    two = subprocess.run(
+        [*launcher, "-m", "lcsc", *search_args(recorded, tmp_path / "two", *grouped)], **run
+    )
+    assert two.returncode == 0, two.stderr
+    for name in ("history.jsonl", "best_coefficients.json", "best.safetensors"):
+        if name == "history.jsonl":  # wall times differ
+            lines = [(tmp_path / w / name).read_text().splitlines() for w in ("one", "two")]
+            got, want = (
+                [(r["coefficients"], r["score"]) for r in map(json.loads, ls)] for ls in lines
+            )
+            assert got == want and len(got) == 40
+        else:
+            assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
