@@ -56,10 +56,6 @@ class GroupedConfig(SearchConfig):
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> GroupedOptimizer:
         return GroupedOptimizer(init, self, seed)
 
-    def span(self, init: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
-        """The inner method's span for one group's rows (``init`` of shape ``(P, K)``)."""
-        return self.inner.span(init)
-
 
 def tile_init(init: npt.NDArray[np.float64], groups: int) -> npt.NDArray[np.float64]:
     """Init rows ``(P, K)`` used for every group: ``(P, G*K)``."""
@@ -74,6 +70,7 @@ class GroupedOptimizer:
         self.init = np.array(init, dtype=np.float64)
         self.groups = g = config.groups
         inner = config.inner.make_optimizer(self.init / g, seed)
+        # The inner optimizer built its basis over G*K indices; each group gets the one over K.
         inner.basis = np.kron(np.eye(g), config.inner.search_basis(self.init.shape[1] // g))
         self.inner: CMAESOptimizer = inner
 
