@@ -10,9 +10,13 @@ samples of search noise; for every new best-so-far candidate, FD on 5000 samples
 noise, relative to EMA*'s held-out FD (EMA* chosen on search noise). Target: Algorithm 1's
 held-out FD after 1000 evaluations (mean over seeds), reached within 250. Every finished
 (method, seed) is cached in OUT/results.jsonl, and every search resumes from its workdir.
+``--groups NAME`` searches one coefficient vector per parameter group of the demo's model
+(``GROUPINGS``; the method is recorded as ``METHOD/NAME``) and also scores the best-so-far at
+250 and 500 evaluations in the second feature space (``alt``, held-out noise).
 
     python benchmarks/search_budget.py synthetic [--seeds 0 1 2]
     python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace]
+    python benchmarks/search_budget.py demo --budget 500 --methods subspace --groups blocks3
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ METHODS: dict[str, SearchConfig] = {
     "sep-cmaes-s1": CMAESConfig(diagonal=True, sigma_scale=1.0),
     "subspace-d24-s2": SubspaceConfig(sigma_scale=2.0, step_damping=1.0),
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
+    "subspace-d8": SubspaceConfig(dims=8),  # with 3 groups: 24 numbers, as ungrouped
+}
+# Parameter groups of the demo's MLP (lcsc.trajectory.groups patterns): input and time
+# embedding / residual blocks / output norm and layer; or each block on its own.
+GROUPINGS: dict[str, list[str]] = {
+    "one": ["*"],  # one group: the ungrouped search through the grouped code path
+    "blocks3": ["net.inp|net.embed", "net.blocks", "net.norm|net.out"],
+    "blocks4": ["net.inp|net.embed", "net.blocks.0", "net.blocks.1", "net.norm|net.out"],
 }
 
 
@@ -131,6 +143,7 @@ def run_demo(args: argparse.Namespace) -> None:
     from lcsc.reference.generative.generator import FixedNoiseGenerator
     from lcsc.search import baselines
     from lcsc.trajectory import Trajectory
+    from lcsc.trajectory.groups import combine_groups, resolve_groups
 
     out = Path(args.out)
     traj = Trajectory.open(ensure_demo_run(out) / "trajectory").select(start=1)
@@ -146,13 +159,26 @@ def run_demo(args: argparse.Namespace) -> None:
     rates = default_ema_rates(traj.steps)
     star = baselines.ema_star(traj, search_fd, rates)
     star_held = held_fd(traj.combine(star.coefficients))
+    groups = None if args.groups is None else resolve_groups(traj.keys, GROUPINGS[args.groups])
+    if groups is not None:  # held-out FD in the second feature space too, at two budgets
+        alt_fd = SampleFD(
+            FixedNoiseGenerator(md, 5000, 0, "held_out"),
+            digits_features("alt"),
+            digits_reference(md, "alt"),
+        )
+        star_alt = alt_fd(traj.combine(star.coefficients))
+
+    def combine(a: np.ndarray) -> dict[str, torch.Tensor]:
+        return traj.combine(a) if groups is None else combine_groups(traj, groups, a)
+
     results_path = out / "results.jsonl"
     done = {}
     if results_path.exists():
         for line in results_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["method"], r["seed"])] = r
-    for name in args.methods:
+    for method in args.methods:
+        name = method if groups is None else f"{method}/{args.groups}"
         for seed in args.seeds:
             if (name, seed) in done:
                 continue
@@ -160,20 +186,28 @@ def run_demo(args: argparse.Namespace) -> None:
             result = search.run(
                 traj,
                 search_fd,
-                METHODS[name],
+                METHODS[method],
                 budget=args.budget,
                 seed=seed,
-                workdir=out / "search" / f"{name}-{seed}",
+                workdir=out / "search" / f"{name.replace('/', '+')}-{seed}",
                 init=search.ema_init(traj.steps, rates),
+                groups=groups,
             )
-            curve = _held_out_curve(result, lambda a: held_fd(traj.combine(a)) / star_held)
+            search_s = time.perf_counter() - start
+            curve = _held_out_curve(result, lambda a: held_fd(combine(a)) / star_held)
             r = {
                 "method": name,
                 "seed": seed,
                 "budget": args.budget,
                 "held_out_rel": curve,
-                "search_s": time.perf_counter() - start,
+                "search_s": search_s,
             }
+            if groups is not None:
+                r["alt_rel"] = {
+                    str(b): alt_fd(combine(_best_so_far(result, b))) / star_alt
+                    for b in (250, 500)
+                    if b <= args.budget
+                }
             with results_path.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             done[(name, seed)] = r
@@ -189,6 +223,12 @@ def _held_out_curve(result: search.SearchResult, held) -> list[float]:
             best, value = e.score, float(held(np.array(e.coefficients)))
         curve.append(value)
     return curve
+
+
+def _best_so_far(result: search.SearchResult, budget: int) -> np.ndarray:
+    """The best candidate by search score among the first ``budget`` evaluations."""
+    scored = [e for e in result.history[:budget] if np.isfinite(e.score)]
+    return np.array(min(scored, key=lambda e: e.score).coefficients)
 
 
 def _demo_table(done: dict, star_held: float, args: argparse.Namespace) -> None:
@@ -213,6 +253,17 @@ def _demo_table(done: dict, star_held: float, args: argparse.Namespace) -> None:
             cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "")
         reach = "" if target is None else _first_reach(curves, target)
         print(f"| {name} | {len(curves)} | " + " | ".join(cells) + f" | {reach} |")
+    alt = [r for r in done.values() if "alt_rel" in r]
+    if alt:
+        print("\nthe same searches (--groups), held-out FD in the alt feature space / EMA*'s:")
+        print("| method | seeds | @250 | @500 |\n|---|---|---|---|")
+        for name in sorted({r["method"] for r in alt}):
+            rows = [r["alt_rel"] for r in alt if r["method"] == name]
+            cells = []
+            for b in ("250", "500"):
+                vals = [row[b] for row in rows if b in row]
+                cells.append(f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "")
+            print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
 
 
 def _first_reach(curves: list[np.ndarray], target: float) -> str:
@@ -230,6 +281,12 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
     ap.add_argument("--budget", type=int, default=None, help="300 (synthetic), 1000 (demo)")
     ap.add_argument("--out", default="runs/search_budget", help="demo: run, searches, results")
+    ap.add_argument(
+        "--groups",
+        choices=sorted(GROUPINGS),
+        default=None,
+        help="demo: one coefficient vector per parameter group (default: one for all)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(default_threads())
     if args.which == "synthetic":

@@ -17,8 +17,11 @@ from lcsc.cli.common import (
 )
 from lcsc.search import DEFAULT_METHOD, METHODS
 
+GROUP_METHODS = ("subspace", "cmaes")  # the CMA-ES methods search per-group vectors
+
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
+    from lcsc.trajectory.groups import Groups
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -30,12 +33,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from lcsc import ema
     from lcsc.atomic import check_not_input
-    from lcsc.coefficients import SUM_TOLERANCE, coefficient_sum, load_coefficients
+    from lcsc.coefficients import SUM_TOLERANCE, coefficient_sum, read_coefficients
     from lcsc.errors import LcscError
 
     traj = open_selection(args)
+    groups = None
     if args.ema is not None:
         coefficients = ema.ema_coefficients(traj.steps, args.ema)
     elif args.power_ema is not None:
@@ -44,22 +50,47 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         coefficients = ema.uniform_coefficients(len(traj))
     else:
         check_not_input(args.output, [args.coefficients], "the --coefficients file")
-        coefficients = load_coefficients(args.coefficients, len(traj))
-    total = coefficient_sum(coefficients)
-    if abs(total - 1.0) > SUM_TOLERANCE:
-        scaled = f"coefficients sum to {total:.6g}, not 1: the weights are scaled by that factor"
+        coefficients, names = read_coefficients(args.coefficients, len(traj))
+        if names is not None:  # per-group coefficients (lcsc search --groups)
+            groups = _file_groups(args.coefficients, names, traj.keys)
+    sums = [coefficient_sum(row) for row in np.atleast_2d(coefficients)]
+    for name, total in zip(groups.names if groups else [None], sums, strict=True):
+        if abs(total - 1.0) <= SUM_TOLERANCE:
+            continue
+        which = "coefficients" if name is None else f"coefficients of group {name!r}"
+        scaled = f"{which} sum to {total:.6g}, not 1: the weights are scaled by that factor"
         if args.coefficients is not None and not args.allow_any_sum:
             raise LcscError(
                 f"{args.coefficients}: {scaled} (Eq. 7 of the paper asks a sum of 1); pass"
                 " --allow-any-sum to merge them anyway"
             )
         print(f"lcsc: warning: {scaled}", file=sys.stderr)
-    traj.save_combination(args.output, coefficients)
+    traj.save_combination(args.output, coefficients, groups=groups)
+    summed = f"coefficient sum {sums[0]:.6f}"
+    if groups is not None:
+        summed = f"{len(groups)} groups, coefficient sums " + ", ".join(f"{t:.6f}" for t in sums)
     print(
         f"wrote {args.output}: {len(traj)} checkpoints (steps {traj.steps[0]}..{traj.steps[-1]}),"
-        f" coefficient sum {total:.6f}"
+        f" {summed}"
     )
     return 0
+
+
+def _file_groups(path: str, names: list[str], keys: list[str]) -> Groups:
+    """The groups a per-group coefficients file names, resolved on these checkpoints."""
+    from lcsc.errors import LcscError
+    from lcsc.trajectory.groups import REST, resolve_groups
+
+    try:
+        groups = resolve_groups(keys, [n for n in names if n != REST])
+    except LcscError as exc:
+        raise LcscError(f"{path}: {exc}") from None
+    if list(groups.names) != names:
+        raise LcscError(
+            f"{path}: groups {names} do not fit these checkpoints, whose keys group as"
+            f" {list(groups.names)}"
+        )
+    return groups
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -75,9 +106,15 @@ def _search(args: argparse.Namespace) -> int:
 
     from lcsc import search
     from lcsc.coefficients import save_coefficients
+    from lcsc.errors import LcscError
     from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
     from lcsc.search.history import HISTORY_FILE
 
+    if args.groups and args.method not in GROUP_METHODS:
+        raise LcscError(
+            f"--groups needs --method {' or '.join(GROUP_METHODS)} (CMA-ES over the groups'"
+            f" vectors); got --method {args.method}"
+        )
     kwargs = parse_pairs(args.objective_arg)
     objective = load_objective(args.objective, kwargs)
     validation = _validation(args)
@@ -86,6 +123,7 @@ def _search(args: argparse.Namespace) -> int:
 
     leader = is_leader()
     traj = open_selection(args)
+    groups = _search_groups(args.groups, traj.keys)
     workdir = Path(args.workdir)
     desc = f"lcsc search ({args.method})"
     with tqdm(total=args.budget, desc=desc, unit="eval", disable=not leader) as bar:
@@ -118,16 +156,20 @@ def _search(args: argparse.Namespace) -> int:
             on_resume=resumed,
             validation=validation,
             penalty=penalty,
+            groups=groups,
         )
     if not leader:
         return 0
-    traj.save_combination(workdir / "best.safetensors", result.best_coefficients)
+    best = result.best_coefficients if groups is None else groups.matrix(result.best_coefficients)
+    traj.save_combination(workdir / "best.safetensors", best, groups=groups)
     if traj.writes_folder(workdir / "best"):  # a diffusers component: also from_pretrained
-        traj.save_combination(workdir / "best", result.best_coefficients)
+        traj.save_combination(workdir / "best", best, groups=groups)
+    grouped = {} if groups is None else {"groups": list(groups.names)}
     save_coefficients(
         workdir / "best_coefficients.json",
-        result.best_coefficients,
+        best,
         traj.steps,
+        **grouped,
         score=result.best_score,
         evaluation=result.best_index,
         method=result.method,
@@ -142,6 +184,15 @@ def _search(args: argparse.Namespace) -> int:
         f" {workdir / 'best_coefficients.json'}, {workdir / 'history.jsonl'}"
     )
     return 0
+
+
+def _search_groups(patterns: list[str], keys: list[str]) -> Groups | None:
+    """``--groups`` resolved on the checkpoints' keys; None without it."""
+    if not patterns:
+        return None
+    from lcsc.trajectory.groups import resolve_groups, split_patterns
+
+    return resolve_groups(keys, split_patterns(patterns))
 
 
 def _validation(args: argparse.Namespace) -> Validation | None:
@@ -310,6 +361,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LAMBDA",
         help="trust region: the search ranks score + LAMBDA * K * ||a - a0||^2, a0 = the best"
         " EMA vector by score; LAMBDA in the score's units (default: none)",
+    )
+    p.add_argument(
+        "--groups",
+        action="append",
+        default=[],
+        metavar="PATTERN[,PATTERN...]",
+        help="one coefficient vector per group of parameters, one group per PATTERN (repeatable"
+        " or comma-separated): a glob on the parameter names ('net.blocks.*.fc1.*'; * also"
+        " matches dots) or, without * ? [, a module prefix ('net.embed': net.embed and"
+        " net.embed.*); A|B joins alternatives into one group; names no pattern matches form"
+        " the group 'rest'; a pattern matching nothing, or a name matched twice, is an error;"
+        f" needs --method {' or '.join(GROUP_METHODS)} (default: one vector for all parameters)",
     )
     p.add_argument(
         "--workdir",

@@ -115,6 +115,12 @@ class SearchConfig(Config, ABC):
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> Optimizer:
         """A fresh optimizer starting from ``init`` (shape ``(P, K)``)."""
 
+    @property
+    def blocks(self) -> int:
+        """Coefficient vectors in one candidate, each summing to one (1; per-group
+        coefficients: one per group, see :mod:`lcsc.search.grouped`)."""
+        return 1
+
     def span(self, init: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
         """Vectors ``(m, K)`` whose span holds (nearly) every candidate, or None: lets
         :func:`lcsc.search.run` combine from ``m`` precomputed models."""

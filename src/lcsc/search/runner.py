@@ -28,6 +28,7 @@ from lcsc.search import distributed as spread
 from lcsc.search.base import Optimizer, SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
+from lcsc.search.grouped import GroupedConfig, tile_init
 from lcsc.search.history import History, make_header
 from lcsc.search.penalty import Penalty, PenaltyTerm
 from lcsc.search.random_search import RandomConfig
@@ -35,6 +36,7 @@ from lcsc.search.results import Evaluation, SearchResult
 from lcsc.search.subspace import SubspaceConfig
 from lcsc.search.validation import SearchPath, Validation, callable_name, with_levers
 from lcsc.threads import using as using_threads
+from lcsc.trajectory.groups import Groups, combine_groups
 from lcsc.trajectory.span import SpanCombiner
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
@@ -81,15 +83,19 @@ def check_init(init: npt.ArrayLike, config: SearchConfig) -> npt.NDArray[np.floa
         arr = np.array(init, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise SearchError(f"init must be a (P, K) array of numbers: {exc}") from exc
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
-        raise SearchError(f"init must have shape (P, K) with P >= 1, K >= 2; got {arr.shape}")
+    blocks = config.blocks  # per-group coefficients: each of the G blocks of a row sums to 1
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2 * blocks or arr.shape[1] % blocks:
+        shape = "(P, K)" if blocks == 1 else f"(P, {blocks}*K)"
+        raise SearchError(f"init must have shape {shape} with P >= 1, K >= 2; got {arr.shape}")
     if not np.isfinite(arr).all():
         raise SearchError("init must hold finite numbers only")
-    sums = arr.sum(axis=1)
-    bad = np.flatnonzero(np.abs(sums - 1.0) > INIT_SUM_TOLERANCE)
+    sums = arr.reshape(arr.shape[0], blocks, -1).sum(axis=2)
+    bad = np.argwhere(np.abs(sums - 1.0) > INIT_SUM_TOLERANCE)
     if bad.size:
-        row = int(bad[0])
-        raise SearchError(f"init rows must sum to 1 (Eq. 7); row {row} sums to {sums[row]!r}")
+        row, block = (int(i) for i in bad[0])
+        where = f"row {row}" if blocks == 1 else f"row {row}, group {block},"
+        total = float(sums[row, block])
+        raise SearchError(f"init rows must sum to 1 (Eq. 7); {where} sums to {total!r}")
     if config.nonnegative and (arr < 0).any():
         raise SearchError("init has negative coefficients, but the config asks nonnegative=True")
     return arr
@@ -387,6 +393,7 @@ def run(
     on_resume: Callable[[int], None] | None = None,
     threads: int | None = None,
     distributed: bool | None = None,
+    groups: Groups | None = None,
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -402,6 +409,12 @@ def run(
     runs with ``threads`` torch threads (default: :func:`lcsc.threads.default_threads`, safe
     on shared cores), restored afterwards. See :func:`minimize` for the other arguments
     (``distributed`` included).
+
+    ``groups`` (:func:`lcsc.trajectory.groups.resolve_groups` of the trajectory's keys)
+    searches one coefficient vector per group with ``method`` ``"cmaes"`` or ``"subspace"``
+    (:mod:`lcsc.search.grouped`): candidates and results are then ``(G*K,)``, the ``(G, K)``
+    matrix flattened (``groups.matrix`` reshapes them); ``init`` stays ``(P, K)``, used for every
+    group; the groups join the workdir's identity.
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
     integer("seed", seed, 0, error=SearchError)
@@ -428,14 +441,21 @@ def run(
         "objective": objective_identity,
     }
 
+    if groups is not None:
+        identity["groups"] = _check_groups(groups, trajectory)
     if validation is not None:  # the same settings, on coefficients
-        validation = _on_coefficients(validation, trajectory)
+        validation = _on_coefficients(validation, trajectory, groups)
     with using_threads(threads):
         combiner = _span_combiner(trajectory, resolve_method(method), init_arr, budget)
 
         def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
+            if groups is not None:
+                return objective(combine_groups(combiner, groups, coefficients))
             return objective(combiner.combine(coefficients))
 
+        if groups is not None:  # one block of K coefficients per group
+            method = GroupedConfig(inner=resolve_method(method), groups=len(groups))
+            init_arr = tile_init(init_arr, len(groups))
         return minimize(
             score_fn,
             init_arr,
@@ -452,14 +472,25 @@ def run(
         )
 
 
-def _on_coefficients(validation: Validation, trajectory: TrajectoryLike) -> Validation:
+def _on_coefficients(
+    validation: Validation, trajectory: TrajectoryLike, groups: Groups | None
+) -> Validation:
     objective = validation.objective
 
     def validate(coefficients: npt.NDArray[np.float64]) -> float:
+        if groups is not None:
+            return objective(combine_groups(trajectory, groups, coefficients))
         return objective(trajectory.combine(coefficients))
 
     identity = validation.describe()["objective"]  # of the user's callable, not the wrapper
     return dataclasses.replace(validation, objective=validate, identity=identity)
+
+
+def _check_groups(groups: Groups, trajectory: TrajectoryLike) -> list[dict[str, Any]]:
+    """The groups' description for the identity; they must be of the trajectory's keys."""
+    if list(groups.keys) != list(getattr(trajectory, "keys", [])):
+        raise SearchError("groups must be resolved from the trajectory's keys (resolve_groups)")
+    return groups.describe()
 
 
 def _check_workdir(workdir: str | os.PathLike[str], paths: Sequence[os.PathLike[str]]) -> None:

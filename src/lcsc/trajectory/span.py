@@ -9,7 +9,7 @@ fall back to the trajectory's own ``combine``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -25,7 +25,9 @@ class Combinable(Protocol):
     @property
     def steps(self) -> Sequence[int]: ...
 
-    def combine(self, coefficients: npt.NDArray[np.float64]) -> dict[str, torch.Tensor]: ...
+    def combine(
+        self, coefficients: npt.NDArray[np.float64], *, keys: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]: ...
 
 
 class SpanCombiner:
@@ -68,21 +70,46 @@ class SpanCombiner:
     def steps(self) -> Sequence[int]:
         return self.trajectory.steps
 
-    def combine(self, coefficients: npt.NDArray[np.float64]) -> dict[str, torch.Tensor]:
+    def combine(
+        self, coefficients: npt.NDArray[np.float64], *, keys: Collection[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``trajectory.combine(coefficients, keys=keys)``, from the span when ``coefficients``
+        (shape ``(K,)``) lie in it."""
         a = np.asarray(coefficients, dtype=np.float64)
         c = self._solve @ a
         scale = max(1.0, float(np.abs(a).max()))
         if float(np.abs(self.vectors.T @ c - a).max()) > SPAN_TOLERANCE * scale:
-            return self.trajectory.combine(a)
+            return self.trajectory.combine(a, **({} if keys is None else {"keys": keys}))
         self.in_span += 1
-        out: dict[str, torch.Tensor] = {k: t.clone() for k, t in self._other.items()}
-        for dtype, (keys, matrix) in self._groups.items():
-            flat = (torch.from_numpy(c).to(matrix.dtype) @ matrix).to(dtype)
-            offset = 0
-            for key, shape, numel in keys:
-                out[key] = flat[offset : offset + numel].view(shape)
-                offset += numel
-        return {k: out[k] for k in self._keys}
+        chosen = set(self._keys if keys is None else keys)
+        out = {k: t.clone() for k, t in self._other.items() if k in chosen}
+        for dtype, (layout, matrix) in self._groups.items():
+            weights = torch.from_numpy(c).to(matrix.dtype)
+            for begin, end, parts in _runs(layout, chosen):  # all keys: one run, one product
+                flat = (weights @ matrix[:, begin:end]).to(dtype)
+                for key, shape, start, numel in parts:
+                    out[key] = flat[start - begin : start - begin + numel].view(shape)
+        return {k: out[k] for k in self._keys if k in chosen}
+
+
+def _runs(
+    layout: list[tuple[str, torch.Size, int]], chosen: Collection[str]
+) -> list[tuple[int, int, list[tuple[str, torch.Size, int, int]]]]:
+    """Maximal runs ``(begin, end, [(key, shape, offset, numel)])`` of consecutive keys of
+    ``layout`` (in flat order) that are in ``chosen``."""
+    runs: list[tuple[int, int, list[tuple[str, torch.Size, int, int]]]] = []
+    offset, previous = 0, False
+    for key, shape, numel in layout:
+        if key in chosen:
+            if previous:
+                begin, _, parts = runs[-1]
+                runs[-1] = (begin, offset + numel, parts)
+            else:
+                runs.append((offset, offset + numel, []))
+            runs[-1][2].append((key, shape, offset, numel))
+        previous = key in chosen
+        offset += numel
+    return runs
 
 
 def _flatten(state: dict[str, torch.Tensor]) -> dict[torch.dtype, torch.Tensor]:

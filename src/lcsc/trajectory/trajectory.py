@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from lcsc.state_dict import Extraction
 from lcsc.trajectory import layout, sources
 from lcsc.trajectory.combine import weighted_sum
 from lcsc.trajectory.compact import chain_weights
+from lcsc.trajectory.groups import Groups, combine_groups
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Trajectory:
         *,
         accumulate: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        keys: Collection[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """``theta = sum_i a_i theta_i`` over the selected checkpoints (Eq. (7) of the paper).
 
@@ -274,7 +276,9 @@ class Trajectory:
         in ``accumulate`` (float32, or torch.float64 on request; float64 tensors always in
         float64) and returned in the checkpoints' dtypes; other tensors (integer buffers,
         counters) are taken from the last checkpoint. The sum-to-one constraint is the
-        search's business and is not enforced here.
+        search's business and is not enforced here. ``keys`` (default: all) computes and returns
+        only those keys, in the checkpoints' order (per-group coefficients,
+        :mod:`lcsc.trajectory.groups`).
         """
         a = np.asarray(
             coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor) else coefficients,
@@ -293,8 +297,10 @@ class Trajectory:
         chained = chain_weights(full, starts)
         entries = [self._entries[i] for i in needed]
         last = self._entries[self._selected[-1]]
+        wanted = self.keys if keys is None else self._subset(keys)
+        chosen = set(wanted)
         out: dict[str, torch.Tensor] = {}
-        for seg in self._segments:
+        for seg in self._segments if keys is None else self._plan_segments(chosen):
             acc = torch.float64 if torch.float64 in (accumulate, seg.dtype) else torch.float32
             key = seg.keys[0][0]
             # Delta-coded keys combine through their chains; all others value by value.
@@ -315,15 +321,21 @@ class Trajectory:
             for key, shape, offset, numel in seg.keys:
                 out[key] = flat[offset : offset + numel].view(shape)
         for key, t in last.ckpt.tensors.items():
-            if not t.is_floating_point():
+            if not t.is_floating_point() and key in chosen:
                 out[key] = t.to(device or "cpu", copy=True)
-        return {k: out[k] for k in self.keys}
+        return {k: out[k] for k in wanted}
 
     def save_combination(
-        self, path: str | os.PathLike[str], coefficients: Sequence[float] | np.ndarray
+        self,
+        path: str | os.PathLike[str],
+        coefficients: Sequence[float] | np.ndarray,
+        *,
+        groups: Groups | None = None,
     ) -> Path:
         """Write ``combine(coefficients)`` atomically as ``.safetensors``, with the trajectory's
         metadata (e.g. the model config), steps and coefficients in the file's metadata.
+        With ``groups``, ``coefficients`` is ``(G, K)`` (or flattened) and the combination is
+        :func:`lcsc.trajectory.groups.combine_groups`; the group names join the metadata.
 
         For a diffusers component (opened from ``checkpoint-<step>/`` folders), a ``path``
         without the ``.safetensors`` suffix is a folder that ``from_pretrained`` loads: the
@@ -336,7 +348,12 @@ class Trajectory:
         """
         target = Path(path)
         self._check_output(target)
-        state = self.combine(coefficients)
+        if groups is None:
+            state = self.combine(coefficients)
+            written = [float(c) for c in coefficients]
+        else:
+            state = combine_groups(self, groups, coefficients)
+            written = groups.matrix(coefficients, len(self)).tolist()
         for key, t in state.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 raise LcscError(
@@ -346,8 +363,10 @@ class Trajectory:
         metadata = {
             layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
             "lcsc_steps": json.dumps(self.steps),
-            "lcsc_coefficients": json.dumps([float(c) for c in coefficients]),
+            "lcsc_coefficients": json.dumps(written),
         }
+        if groups is not None:
+            metadata["lcsc_groups"] = json.dumps(list(groups.names))
         if self.writes_folder(target):
             from lcsc.trajectory.export import save_pretrained
 
@@ -428,12 +447,25 @@ class Trajectory:
                     bad = int((~torch.isfinite(t)).sum())
                     raise TrajectoryError(f"{e.path}: key '{key}' holds {bad} NaN/Inf values")
 
-    def _plan_segments(self) -> list[_Segment]:
-        """Group floating tensors into flat runs when every file shares one safetensors layout
-        (one weighted sum per run instead of per tensor); else one segment per tensor."""
+    def _subset(self, keys: Collection[str]) -> list[str]:
+        """``keys`` in the checkpoints' order; an unknown key is an error."""
+        chosen = set(keys)
+        unknown = chosen - set(self._reference.tensors)
+        if unknown:
+            raise LcscError(f"no key {min(unknown)!r} in the checkpoints")
+        return [k for k in self.keys if k in chosen]
+
+    def _plan_segments(self, only: Collection[str] | None = None) -> list[_Segment]:
+        """Group floating tensors (of ``only``, default all) into flat runs when every file
+        shares one safetensors layout (one weighted sum per run instead of per tensor); else
+        one segment per tensor."""
         entries = [self._entries[i] for i in self._needed()]
         ref = entries[0].ckpt
-        floats = [k for k, t in ref.tensors.items() if t.is_floating_point()]
+        floats = [
+            k
+            for k, t in ref.tensors.items()
+            if t.is_floating_point() and (only is None or k in only)
+        ]
         shared = ref.layout is not None and all(
             e.encoding == layout.FULL
             and e.ckpt.layout is not None
