@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,28 @@ def test_one_process_and_bad_split(digits_run: Path) -> None:
         for_split(lambda sd: 0.0, "samples")
     with pytest.raises(SearchError, match="split must be"):
         search.minimize(lambda a: 0.0, np.eye(2), budget=2, split="rows")
+
+
+def test_torchrun_search_command_with_split_samples(digits_run: Path, tmp_path: Path) -> None:
+    """``torchrun ... -m lcsc search --split samples``: rank 0 writes what one process does."""
+    common = ["-m", "lcsc", "search", str(digits_run / "trajectory"), "--method", "evolutionary"]
+    common += ["--objective", "lcsc.reference.digits:digits_fd", "--objective-arg"]
+    common += [f"run={digits_run}", "--objective-arg", "samples=300", "--budget", "12"]
+    options = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 300}
+    one = subprocess.run([sys.executable, *common, "--workdir", "one"], **options)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [*local_launcher(2), *common, "--workdir", "two", "--split", "samples"], **options
+    )
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("best score") == 1  # rank 0 alone reports and writes
+
+    def records(name: str) -> tuple[list, list]:
+        lines = [
+            json.loads(x) for x in (tmp_path / name / "history.jsonl").read_text().splitlines()
+        ]
+        return [r["coefficients"] for r in lines], [r["score"] for r in lines]
+
+    (c1, s1), (c2, s2) = records("one"), records("two")
+    assert c2 == c1 and len(c1) == 12
+    np.testing.assert_allclose(s2, s1, rtol=1e-9)
