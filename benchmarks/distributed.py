@@ -129,14 +129,14 @@ def _same(one: list, two: list, split: str) -> bool:
     return bool(np.allclose([s for _, s in one], [s for _, s in two], rtol=1e-9, atol=0.0))
 
 
-def _measure(args: argparse.Namespace, objective: str, split: str, tmp: Path) -> tuple:
+def _measure(args: argparse.Namespace, method: str, objective: str, split: str, tmp: Path) -> tuple:
     from lcsc.search.distributed import local_launcher
 
     runs, load = {}, os.getloadavg()[0]
     for procs in (1, 2):
-        out = tmp / f"{objective}-{split}-{procs}.json"
+        out = tmp / f"{method}-{objective}-{split}-{procs}.json"
         cmd = [__file__, "--budget", str(args.budget), "--sleep-ms", str(args.sleep_ms)]
-        cmd += ["--method", args.method, "--digits-run", str(args.digits_run)]
+        cmd += ["--method", method, "--digits-run", str(args.digits_run)]
         cmd += ["--worker", objective, split, str(out)]
         cmd = [*local_launcher(procs), *cmd] if procs > 1 else [sys.executable, *cmd]
         # torchrun gives each rank OMP_NUM_THREADS=1; the single process gets the same,
@@ -145,14 +145,15 @@ def _measure(args: argparse.Namespace, objective: str, split: str, tmp: Path) ->
         subprocess.run(cmd, check=True, env=env)
         runs[procs] = json.loads(out.read_text())
     same = _same(runs[1]["history"], runs[2]["history"], split)
-    return objective, split, runs[1]["wall"], runs[2]["wall"], same, load
+    return method, objective, split, runs[1]["wall"], runs[2]["wall"], same, load
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=200)
     ap.add_argument("--sleep-ms", type=float, default=20.0)
-    ap.add_argument("--method", default="evolutionary")
+    ap.add_argument("--methods", nargs="+", default=["evolutionary"])
+    ap.add_argument("--method", default="evolutionary", help=argparse.SUPPRESS)  # a worker's
     ap.add_argument("--objectives", nargs="+", default=["sleep", "sleep-fd", "digits"])
     ap.add_argument("--splits", nargs="+", default=["candidates", "samples"])
     ap.add_argument("--digits-run", default="", help="lcsc train run (default: train one)")
@@ -166,17 +167,18 @@ def main() -> None:
         if "digits" in args.objectives and not args.digits_run:
             args.digits_run = str(Path(tmp) / "run")
             _train_run(Path(args.digits_run))
-        for objective in args.objectives:
-            for split in args.splits:
-                if objective == "sleep" and split == "samples":
-                    continue  # a plain function has no samples to split
-                rows.append(_measure(args, objective, split, Path(tmp)))
-    print(f"{args.budget} evaluations of {args.method}; sleep {args.sleep_ms:g} ms per evaluation")
-    print("| objective | split | 1 process s | 2 processes s | speed-up | same history | load |")
-    print("|---|---|---|---|---|---|---|")
-    for objective, split, one, two, same, load in rows:
+        for method in args.methods:
+            for objective in args.objectives:
+                for split in args.splits:
+                    if objective == "sleep" and split == "samples":
+                        continue  # a plain function has no samples to split
+                    rows.append(_measure(args, method, objective, split, Path(tmp)))
+    print(f"{args.budget} evaluations each; sleep {args.sleep_ms:g} ms per evaluation")
+    print("| method | objective | split | 1 process s | 2 processes s | speed-up | same | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for method, objective, split, one, two, same, load in rows:
         print(
-            f"| {objective} | {split} | {one:.2f} | {two:.2f} | {one / two:.2f}x"
+            f"| {method} | {objective} | {split} | {one:.2f} | {two:.2f} | {one / two:.2f}x"
             f" | {'yes' if same else 'NO'} | {load:.1f} |"
         )
     print("load: the 1-minute load average (2 cores) when the row's first run started")
