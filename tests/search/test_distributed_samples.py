@@ -16,7 +16,8 @@ import torch
 
 from lcsc import search
 from lcsc.checkpoint import read_checkpoint
-from lcsc.errors import SearchError
+from lcsc.errors import LcscError, SearchError
+from lcsc.objectives import SampleFD
 from lcsc.reference.digits import digits_fd
 from lcsc.reference.generative.networks import ModelConfig
 from lcsc.reference.generative.training import TrainConfig, train
@@ -181,6 +182,9 @@ def test_one_process_and_bad_split(digits_run: Path) -> None:
     sd = {k: v.clone() for k, v in read_checkpoint(digits_run / "ema.safetensors").tensors.items()}
     objective = digits_fd(str(digits_run), samples="300")
     assert objective.split_samples()(sd) == pytest.approx(objective(sd), rel=1e-12)
+    plain = SampleFD(lambda sd: sd["x"], torch.nn.Identity(), objective.reference)
+    with pytest.raises(LcscError, match=r"the generator \(function\) must have __len__ and shard"):
+        plain.split_samples()
     with pytest.raises(SearchError, match="split must be one of candidates, samples"):
         for_split(objective, "rows")
     with pytest.raises(SearchError, match="has none: use split='candidates'"):
