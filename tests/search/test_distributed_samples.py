@@ -164,6 +164,14 @@ def test_two_processes_equal_one(digits_run: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(scores, [e.score for e in one.history], rtol=1e-9)
     lines = (work / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["score"] for x in lines] == list(scores)  # rank 0 wrote the history
+    # Its workdir resumes in one process: the 16 replay (same candidates), 8 more follow.
+    fd = digits_fd(str(digits_run), samples="400")
+    more = search.run(traj, fd, "evolutionary", budget=24, seed=1, workdir=work)
+    longer = search.run(traj, fd, "evolutionary", budget=24, seed=1)
+    assert [e.resumed for e in more.history] == [True] * 16 + [False] * 8
+    assert [e.coefficients.tolist() for e in more.history] == [
+        e.coefficients.tolist() for e in longer.history
+    ]
 
 
 def test_a_failing_share_stops_every_rank(tmp_path: Path) -> None:
