@@ -11,6 +11,9 @@ Objectives:
   samples.
 * ``digits``: ``lcsc.reference.digits:digits_fd`` (2000 samples, as the demo) on a small
   ``lcsc train`` run on digits (trained here, or ``--digits-run``): combine, sampling, features.
+* ``demo`` (not by default): ``lcsc demo --nproc 2`` against ``lcsc demo`` (1000 training
+  iterations, trained once, ``--budget`` evaluations, 2000 search and held-out samples), whole
+  wall time; "same": ``results.json`` equal but for the wall time.
 
 The 2-process history must equal the 1-process one (samples: the same candidates, scores
 within 1e-9 relative; the float64 moment sums are ordered differently). Usage::
@@ -121,6 +124,27 @@ def _train_run(directory: Path) -> None:
     train(TrainConfig(kind="ct", model=model, iterations=400, record_every=20), directory)
 
 
+def _demo(args: argparse.Namespace, tmp: Path) -> tuple:
+    """``lcsc demo`` against ``lcsc demo --nproc 2`` on one trained run (neither trains)."""
+    import shutil
+
+    from lcsc.reference.digits.demo import DemoConfig, train_run
+
+    flags = ["--iterations", "1000", "--budget", str(args.budget), "--search-samples", "2000"]
+    flags += ["--held-out-samples", "2000", "--held-out-seeds", "1"]
+    train_run(DemoConfig(iterations=1000), tmp / "demo-run")
+    walls, results, load = {}, {}, os.getloadavg()[0]
+    for procs in (1, 2):
+        out = tmp / f"demo-{procs}"
+        shutil.copytree(tmp / "demo-run", out / "run")
+        cmd = [sys.executable, "-m", "lcsc", "demo", "--out", str(out), "--nproc", str(procs)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run([*cmd, *flags], check=True, env=env, stdout=subprocess.DEVNULL)
+        results[procs] = json.loads((out / "results.json").read_text())
+        walls[procs] = results[procs].pop("wall_time_s")
+    return "evolutionary", "demo", "candidates", walls[1], walls[2], results[1] == results[2], load
+
+
 def _same(one: list, two: list, split: str) -> bool:
     if [c for c, _ in one] != [c for c, _ in two]:
         return False
@@ -167,8 +191,10 @@ def main() -> None:
         if "digits" in args.objectives and not args.digits_run:
             args.digits_run = str(Path(tmp) / "run")
             _train_run(Path(args.digits_run))
+        if "demo" in args.objectives:
+            rows.append(_demo(args, Path(tmp)))
         for method in args.methods:
-            for objective in args.objectives:
+            for objective in (o for o in args.objectives if o != "demo"):
                 for split in args.splits:
                     if objective == "sleep" and split == "samples":
                         continue  # a plain function has no samples to split
