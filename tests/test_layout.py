@@ -10,7 +10,7 @@ import pytest
 
 from lcsc.cli import build_parser
 
-HEAVY = ("lcsc.reference", "checkfree", "sklearn", "matplotlib")
+HEAVY = ("lcsc.reference", "checkfree", "sklearn", "matplotlib", "diffusers")
 
 
 def test_core_imports_neither_trainers_nor_plotting_nor_sklearn() -> None:

@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         launch = LaunchConfig(
             nnodes=args.nnodes if args.nnodes is not None else 1,
             node_rank=args.node_rank,
-            rdzv_endpoint=args.rdzv_endpoint or "127.0.0.1:29500",
+            rdzv_endpoint=args.rdzv_endpoint or LaunchConfig.rdzv_endpoint,
             heartbeat_timeout_s=args.heartbeat_timeout,
             rejoin_wait_s=args.rejoin_wait,
         )
@@ -81,7 +81,16 @@ def _parse_event(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from checkfree.config import FAILING_STAGES, STRATEGIES
+    from checkfree.config import (
+        DEVICES,
+        FAILING_STAGES,
+        STRATEGIES,
+        FailureConfig,
+        LaunchConfig,
+        ModelConfig,
+        TrainConfig,
+    )
+    from lcsc.cli.common import explain_defaults
 
     parser = argparse.ArgumentParser(
         prog="checkfree",
@@ -91,90 +100,178 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "train",
         help="train a small LM pipeline-parallel while stages fail; recover them by a strategy",
+        description="Train a byte-level LM cut into pipeline stages while stages fail, and"
+        " recover each lost stage by --strategy (docs/checkfree.md).",
     )
-    p.add_argument("--stages", type=int, default=6, help="pipeline stages S (>= 3)")
+    p.add_argument(
+        "--stages",
+        type=int,
+        default=ModelConfig.stages,
+        metavar="S",
+        help="pipeline stages, at least 3",
+    )
     p.add_argument(
         "--failure-rate",
         type=float,
-        default=10.0,
+        default=FailureConfig.rate_percent,
         metavar="PERCENT",
-        help="hourly failure rate of each stage, in percent",
+        help="hourly failure rate of each stage, in percent, 0 <= PERCENT < 100",
     )
-    p.add_argument("--strategy", choices=STRATEGIES, default="checkfree")
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default=TrainConfig.strategy,
+        help="how a lost stage is recovered: from its neighbours (checkfree, checkfree+ with"
+        " swapped routes, copy, uniform, random), from a checkpoint, or a redundant copy",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=TrainConfig.iterations,
+        metavar="N",
+        help="training iterations to complete; rolled-back ones are redone on top",
+    )
     p.add_argument(
         "--processes",
         action="store_true",
         help="one process per stage on torch.distributed (gloo on CPU) instead of one process",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        metavar="N",
+        help="seed of the initialisation, the batches and the failures",
+    )
     p.add_argument(
         "--iteration-time",
         type=float,
-        default=60.0,
+        default=FailureConfig.iteration_time_s,
         metavar="SECONDS",
-        help="modelled duration of one iteration (sets failure odds and the wall clock)",
+        help="modelled duration of one iteration; it sets the failure odds and the wall clock",
     )
     p.add_argument("--out", metavar="DIR", help="log and summary folder (default: a temp dir)")
     p.add_argument(
         "--failing-stages",
         choices=FAILING_STAGES,
-        default="intermediate",
+        default=FailureConfig.stages,
         help="which stages can fail; 'all' includes the first and last stage, which only"
-        " checkfree+, checkpoint and redundant can recover (default: intermediate)",
+        " checkfree+, checkpoint and redundant can recover",
     )
     p.add_argument(
         "--fail-at",
         action="append",
         default=[],
         metavar="STEP:STAGE",
-        help="fail this stage at this step instead of random failures (repeatable)",
+        help="fail this stage at this step (executed iterations from 0) instead of random"
+        " failures; repeatable (default: random failures at --failure-rate)",
     )
-    p.add_argument("--checkpoint-interval", type=int, default=50, metavar="ITERATIONS")
-    p.add_argument("--layers-per-stage", type=int, default=1)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--micro-batches", type=int, default=2)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=25, metavar="STEPS")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=TrainConfig.checkpoint_interval,
+        metavar="ITERATIONS",
+        help="checkpoint strategy: save every this many iterations",
+    )
+    p.add_argument(
+        "--layers-per-stage",
+        type=int,
+        default=ModelConfig.layers_per_stage,
+        metavar="N",
+        help="transformer blocks per stage",
+    )
+    p.add_argument(
+        "--dim",
+        type=int,
+        default=ModelConfig.dim,
+        metavar="D",
+        help="model width; --heads must divide it into an even head width",
+    )
+    p.add_argument(
+        "--heads", type=int, default=ModelConfig.heads, metavar="N", help="attention heads"
+    )
+    p.add_argument(
+        "--seq-len",
+        type=int,
+        default=ModelConfig.seq_len,
+        metavar="T",
+        help="context length, in tokens (bytes) per training sequence",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        metavar="N",
+        help="sequences per iteration",
+    )
+    p.add_argument(
+        "--micro-batches",
+        type=int,
+        default=TrainConfig.micro_batches,
+        metavar="N",
+        help="equal micro-batches each batch is split into (GPipe)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=TrainConfig.lr,
+        help="AdamW peak learning rate, reached after warm-up, then cosine decay",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=TrainConfig.eval_every,
+        metavar="STEPS",
+        help="validation loss every this many executed iterations, and at the start and end",
+    )
+    p.add_argument(
+        "--device", choices=DEVICES, default=TrainConfig.device, help="where the stages run"
+    )
     m = p.add_argument_group(
         "across machines (with --processes; one launcher per machine, torchrun's names)"
     )
-    m.add_argument("--nnodes", type=int, help="launchers (machines) in the run")
     m.add_argument(
-        "--node-rank", type=int, default=0, help="this launcher's rank (0 hosts the store)"
+        "--nnodes",
+        type=int,
+        metavar="N",
+        help="launchers (machines) in the run (default: 1)",
+    )
+    m.add_argument(
+        "--node-rank",
+        type=int,
+        default=LaunchConfig.node_rank,
+        metavar="RANK",
+        help="this launcher's rank, 0 <= RANK < N (0 hosts the store)",
     )
     m.add_argument(
         "--rdzv-endpoint",
         metavar="HOST:PORT",
-        help="the TCPStore every launcher and stage process meets at (launcher 0 listens)",
+        help="the TCPStore every launcher and stage process meets at (launcher 0 listens;"
+        f" default: {LaunchConfig.rdzv_endpoint})",
     )
     m.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=10.0,
+        default=LaunchConfig.heartbeat_timeout_s,
         metavar="SECONDS",
         help="a launcher silent this long is lost with its stages",
     )
     m.add_argument(
         "--rejoin-wait",
         type=float,
-        default=30.0,
+        default=LaunchConfig.rejoin_wait_s,
         metavar="SECONDS",
         help="how long a lost stage waits for its restarted launcher before another hosts it",
     )
     m.add_argument(
         "--timeout",
         type=float,
-        default=300.0,
+        default=TrainConfig.timeout_s,
         metavar="SECONDS",
         help="give up when nothing happens for this long",
     )
     p.set_defaults(func=_cmd_train)
-    return parser
+    return explain_defaults(parser)  # every option's help shows its default
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,6 +86,13 @@ class Checkpoint:
     _buffer: mmap.mmap | None = None
     _data_start: int = 0
     extraction: state_dict.Extraction = field(default_factory=state_dict.Extraction)
+    # sharded only (``path`` is the index): the shard files holding the tensors.
+    shards: tuple[Checkpoint, ...] = ()
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this checkpoint was read from: itself, or its index and shards."""
+        return (self.path, *(s.path for s in self.shards))
 
     def flat_view(self, dtype: torch.dtype, begin: int, end: int) -> torch.Tensor:
         """A 1-D zero-copy view of bytes ``[begin, end)`` of the data block (safetensors only)."""
@@ -289,7 +296,10 @@ def read_checkpoint(
             return _renamed(_parse_safetensors(p), strip_prefix, strip_wrappers)
         from lcsc.sharded import read_sharded
 
-        return _renamed(read_sharded(p, read_checkpoint), strip_prefix, strip_wrappers)
+        # Shards keep their names as stored: the index lists them so, and prefixes are
+        # stripped from the whole checkpoint at once.
+        shards = read_sharded(p, lambda shard: read_checkpoint(shard, strip_wrappers=False))
+        return _renamed(shards, strip_prefix, strip_wrappers)
     if is_checkpoint_file(p):
         return _renamed(_load_pt(p, key), strip_prefix, strip_wrappers)
     raise CheckpointError(f"{p}: unknown checkpoint format (expected one of {', '.join(SUFFIXES)})")

@@ -6,12 +6,14 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from lcsc.checkpoint import read_checkpoint
+from lcsc.checkpoint import SHARD_INDEX, read_checkpoint
 from lcsc.errors import LcscError
+from lcsc.sharded import shard_paths
 from lcsc.state_dict import Extraction
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.sources import Source, find_source
+from lcsc.trajectory.sources import Source, find_source, no_checkpoints
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ class Inspection:
         if self.intervals:
             gaps = ", ".join(f"{g} (x{n})" for g, n in sorted(self.intervals.items()))
             out.append(f"interval:    {gaps}")
-        out.append(f"parameters:  {self.parameters:,} per checkpoint")
+        if self.steps:  # else unknown: the files did not open as a trajectory
+            out.append(f"parameters:  {self.parameters:,} per checkpoint")
         out.append(f"bytes:       {self.bytes:,} on disk ({self.bytes / 2**20:.1f} MiB)")
         if self.dtypes:
             out.append("dtypes:      " + ", ".join(f"{d} x{n}" for d, n in self.dtypes.items()))
@@ -65,9 +68,7 @@ def inspect_paths(
         return Inspection(0, problems=[str(exc)])
     files = list(source.files)
     if not files:
-        return Inspection(
-            0, source=source, problems=[f"{', '.join(map(str, paths))}: no checkpoint files found"]
-        )
+        return Inspection(0, source=source, problems=[no_checkpoints(Path(paths[0]))])
     problems: list[str] = []
     try:
         traj = Trajectory.from_source(source, steps, key=key, strip_prefix=strip_prefix)
@@ -84,7 +85,7 @@ def inspect_paths(
                     problems.append(str(exc))
         return Inspection(
             len(files),
-            bytes=sum(p.stat().st_size for p in files if p.is_file()),
+            bytes=sum(f.stat().st_size for f in _on_disk(files) if f.is_file()),
             problems=problems,
             source=source,
         )
@@ -101,6 +102,12 @@ def inspect_paths(
         source=source,
         extraction=traj.extraction,
     )
+
+
+def _on_disk(files: list[Path]) -> list[Path]:
+    """``files`` with the shards that each sharded index names."""
+    shards = {p: shard_paths(p) if p.name.endswith(SHARD_INDEX) else [] for p in files}
+    return [f for p in files for f in (p, *shards[p])]
 
 
 def _source_lines(source: Source | None) -> list[str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,19 @@ def test_search_writes_outputs_and_resumes(recorded: Path, tmp_path: Path) -> No
     assert _lcsc(*args, cwd=tmp_path).returncode == 0
     assert (work / "history.jsonl").read_text().splitlines()[:40] == lines
     assert len((work / "history.jsonl").read_text().splitlines()) == 60
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(recorded: Path) -> None:
+    """``lcsc inspect DIR | head -1``: the pipe closes before lcsc has printed everything."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe now fails, as after `head` has exited
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lcsc", "inspect", str(recorded)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

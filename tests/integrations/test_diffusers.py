@@ -160,3 +160,17 @@ def test_outputs_that_would_join_the_run_are_refused(diffusers_run: Path, tmp_pa
     Trajectory.from_paths([diffusers_run]).save_combination(merged, [0.25] * 4)
     assert Trajectory.from_paths([diffusers_run]).steps == STEPS
     shutil.rmtree(merged)
+
+
+def test_weights_files_given_one_by_one_merge_to_a_from_pretrained_folder(
+    diffusers_run: Path, tmp_path: Path
+) -> None:
+    """``lcsc merge out/checkpoint-*/unet_ema/diffusion_pytorch_model.safetensors -o DIR``."""
+    files = [str(diffusers_run / f"checkpoint-{s}" / "unet_ema" / WEIGHTS) for s in STEPS]
+    out = tmp_path / "merged"
+    assert main(["merge", *files, "--uniform", "-o", str(out)]) == 0
+    got = UNet2DModel.from_pretrained(out).state_dict()
+    want = _combination(_saved(diffusers_run, "unet_ema"), [0.25] * 4)
+    assert set(got) == set(want)
+    for k, v in want.items():
+        torch.testing.assert_close(got[k].double(), v, rtol=1e-6, atol=1e-6)

@@ -144,3 +144,65 @@ def test_parse_steps() -> None:
     for bad in ("10,x", "1:2", "5:1:1", "1:5:0", ""):
         with pytest.raises(TrajectoryError, match="expected integers"):
             sources.parse_steps(bad)
+
+
+def _component_run(root: Path) -> None:
+    """``checkpoint-<step>/{unet,unet_ema}/`` as diffusers saves them: same names and shapes."""
+    for step in (5, 10, 15):
+        for i, component in enumerate(("unet", "unet_ema")):
+            folder = root / f"checkpoint-{step}" / component
+            folder.mkdir(parents=True)
+            write_checkpoint(folder / "diffusion_pytorch_model.safetensors", _state(step + i))
+            (folder / "config.json").write_text(f'{{"_class_name": "UNet2DModel", "n": {i}}}')
+
+
+def test_component_files_given_one_by_one_keep_their_config(tmp_path: Path) -> None:
+    _component_run(tmp_path)
+    files = sorted(tmp_path.glob("checkpoint-*/unet_ema/diffusion_pytorch_model.safetensors"))
+    source = sources.find_source(files)
+    assert source.config == tmp_path / "checkpoint-15" / "unet_ema" / "config.json"
+    traj = Trajectory.from_paths(files)
+    assert traj.steps == [5, 10, 15] and traj.writes_folder(tmp_path / "merged")
+    weights = traj.save_combination(tmp_path / "merged", [0.2, 0.3, 0.5])
+    assert weights == tmp_path / "merged" / "diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "merged" / "config.json").read_bytes() == source.config.read_bytes()
+    # Other files with a config.json beside them are no component: no folder output.
+    (tmp_path / "flat").mkdir()
+    for step in (1, 2):
+        write_checkpoint(tmp_path / "flat" / f"w_{step}.safetensors", _state(step))
+    (tmp_path / "flat" / "config.json").write_text("{}")
+    assert sources.find_source(sorted((tmp_path / "flat").glob("w_*"))).config is None
+
+
+def test_components_have_different_fingerprints(tmp_path: Path) -> None:
+    """unet/ and unet_ema/ hold files of the same names and sizes: a search resumed on the
+    other component must not replay this one's scores."""
+    _component_run(tmp_path)
+    unet = Trajectory.from_paths([tmp_path])
+    ema = Trajectory.from_paths([tmp_path], component="unet_ema")
+    assert unet.nbytes == ema.nbytes and unet.fingerprint() != ema.fingerprint()
+    files = sorted(tmp_path.glob("checkpoint-*/unet_ema/diffusion_pytorch_model.safetensors"))
+    assert Trajectory.from_paths(files).fingerprint() == ema.fingerprint()
+
+
+def test_a_folder_of_runs_names_them(tmp_path: Path) -> None:
+    """``lightning_logs/`` holds one run per ``version_N/``: lcsc says which to give."""
+    from lcsc.inspection import inspect_paths
+
+    logs = tmp_path / "lightning_logs"
+    for version in (0, 1):
+        folder = logs / f"version_{version}" / "checkpoints"
+        folder.mkdir(parents=True)
+        for step in (5, 10):
+            torch.save({"state_dict": _state(step)}, folder / f"epoch=0-step={step}.ckpt")
+    (logs / "notes").mkdir()  # no checkpoints: not named
+    want = (
+        f"{logs}: no checkpoints found; its subfolders version_0, version_1 hold runs: give one,"
+        f" e.g. {logs / 'version_0'}"
+    )
+    with pytest.raises(TrajectoryError) as info:
+        Trajectory.from_paths([logs])
+    assert str(info.value) == want
+    report = inspect_paths([logs])
+    assert report.problems == [want] and not any("parameters" in ln for ln in report.lines())
+    assert Trajectory.from_paths([logs / "version_1"]).steps == [5, 10]

@@ -214,3 +214,14 @@ def test_combine_on_cuda(recorded: Path) -> None:
     for k in cpu:
         assert gpu[k].device.type == "cuda"
         torch.testing.assert_close(gpu[k].cpu(), cpu[k])
+
+
+def test_output_lcsc_could_not_read_back_is_refused(recorded: Path, tmp_path: Path) -> None:
+    """Without a diffusers component, an output must be a .safetensors file name."""
+    traj = Trajectory.open(recorded)
+    a = np.full(len(traj), 1.0 / len(traj))
+    for name in ("merged", "merged.pt"):
+        with pytest.raises(TrajectoryError, match=f"{name}: expected a .safetensors file name"):
+            traj.save_combination(tmp_path / name, a)
+        assert not (tmp_path / name).exists()
+    assert traj.save_combination(tmp_path / "merged.safetensors", a).is_file()

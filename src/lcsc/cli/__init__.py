@@ -28,7 +28,7 @@ threads.prepare_environment()  # before the command modules import torch, numpy,
 
 from lcsc import __version__  # noqa: E402
 from lcsc.cli import core, demo, generative, landscape  # noqa: E402
-from lcsc.cli.common import run_command  # noqa: E402
+from lcsc.cli.common import explain_defaults, run_command  # noqa: E402
 
 COMMAND_GROUPS = [core, landscape, generative, demo]
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(sub)
-    return parser
+    return explain_defaults(parser)  # every option's help shows its default
 
 
 def main(argv: Sequence[str] | None = None) -> int:

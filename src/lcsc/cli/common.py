@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -84,14 +85,16 @@ def add_selection(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="keep every N-th checkpoint of the window, counted back from the last (default: 1)",
+        help="keep every N-th checkpoint of the window, counted back from the last",
     )
 
 
 def run_command(prog: str, command: Callable[[], int]) -> int:
     """Run a command: a user error (:class:`LcscError`) prints one line ``prog: error: ...``
-    and returns 1, Ctrl-C prints ``prog: interrupted`` and returns 130; anything else is a bug
-    and keeps its traceback. Shared by ``lcsc`` and ``checkfree``."""
+    and returns 1, Ctrl-C prints ``prog: interrupted`` and returns 130, a reader that stops
+    early (``lcsc inspect DIR | head``) ends the command quietly with 141 as a shell's
+    SIGPIPE would; anything else is a bug and keeps its traceback. Shared by ``lcsc`` and
+    ``checkfree``."""
     try:
         return command()
     except LcscError as exc:
@@ -100,6 +103,10 @@ def run_command(prog: str, command: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that nothing is printed.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def add_objective(p: argparse.ArgumentParser) -> None:
@@ -170,3 +177,42 @@ class StageBars:
     def __exit__(self, *exc: object) -> None:
         for bar in self._bars.values():
             bar.close()  # type: ignore[attr-defined]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with ``(default: VALUE)``, from its argparse default.
+
+    Appended unless the help already says ``(default: ...)``; not for defaults that are not a
+    value (None, a flag's False, an empty repeatable list): there the help says in words what
+    happens when the option is not given. tests/cli/test_help.py holds every command to it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            shows_default(action)
+            and "%(default)" not in text
+            and "(default: " not in text
+            and (
+                action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+            )
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``action``'s default is a value that its help must show."""
+    default = action.default
+    no_value = default is None or default is False or default == [] or default == argparse.SUPPRESS
+    return not (action.required or no_value)  # `is`: 0 == False, yet seed 0 is a value
+
+
+def explain_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and all its subcommands' parsers :class:`HelpFormatter`."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                explain_defaults(sub)
+    return parser

@@ -201,7 +201,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_source(p)
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("merge", help="write one linear combination of the checkpoints")
+    p = sub.add_parser(
+        "merge",
+        help="write one linear combination of the checkpoints",
+        description="Write sum_i a_i theta_i over the selected checkpoints; exactly one of"
+        " --ema, --power-ema, --uniform or --coefficients gives the coefficients a_i.",
+    )
     add_selection(p)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument(
@@ -217,7 +222,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SIGMA_REL",
         help="EDM2 power function EMA of relative width SIGMA_REL, 0 < SIGMA_REL <= 0.3, e.g. 0.05",
     )
-    how.add_argument("--uniform", action="store_true", help="plain average of the checkpoints")
+    how.add_argument("--uniform", action="store_true", help="plain average: every coefficient 1/K")
     how.add_argument(
         "--coefficients",
         metavar="FILE.json",
@@ -242,7 +247,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_threads(p)
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("search", help="search the best combination (resumable)")
+    p = sub.add_parser(
+        "search",
+        help="search the best combination (resumable)",
+        description="Search the coefficients whose combined checkpoint minimises the objective;"
+        " the same command again resumes from --workdir after an interruption.",
+    )
     add_selection(p)
     add_objective(p)
     p.add_argument(
@@ -250,8 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=sorted(METHODS),
         default=DEFAULT_METHOD,
         help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, then the"
-        " whole hyperplane), the paper's evolutionary search, CMA-ES or random search"
-        f" (default: {DEFAULT_METHOD})",
+        " whole hyperplane), the paper's evolutionary search, CMA-ES or random search",
     )
     p.add_argument(
         "--budget",
@@ -265,7 +274,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="seed of the search's random choices (default: 0)",
+        help="seed of the search's random choices",
     )
     p.add_argument(
         "--validation-objective",
@@ -279,7 +288,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword argument for the validation factory (repeatable)",
+        help="keyword argument passed, as a string, to the validation factory; repeat it for"
+        " several (default: none)",
     )
     p.add_argument(
         "--patience",

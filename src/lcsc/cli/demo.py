@@ -13,7 +13,7 @@ from lcsc.cli.common import StageBars, add_threads
 from lcsc.errors import LcscError
 from lcsc.search import METHODS
 
-# flags that map to DemoConfig fields; unset ones keep the field's default
+# flags that map to DemoConfig fields, whose defaults are the flags' defaults
 _DEMO_FIELDS = (
     "iterations",
     "budget",
@@ -30,8 +30,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from lcsc.reference.digits.demo import DemoConfig, run_demo
     from lcsc.search.distributed import is_leader, process_group_from_env
 
-    given = {name: getattr(args, name) for name in _DEMO_FIELDS}
-    config = DemoConfig(**{k: v for k, v in given.items() if v is not None})
+    config = DemoConfig(**{name: getattr(args, name) for name in _DEMO_FIELDS})
     if args.nproc < 1:
         raise LcscError(f"--nproc must be >= 1, got {args.nproc}")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lcsc-demo-"))
@@ -88,26 +87,73 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train, search and compare LCSC with EMA on digits")
-    p.add_argument("--out", metavar="DIR", help="where to write the report (default: a temp dir)")
-    p.add_argument("--iterations", type=int, help="training iterations (default 6000)")
-    p.add_argument("--budget", type=int, help="search evaluations (default 1000)")
+    from lcsc.reference.digits.demo import DemoConfig
+
+    p = sub.add_parser(
+        "demo",
+        help="train, search and compare LCSC with EMA on digits",
+        description="Train a consistency model on sklearn's digits, search LCSC coefficients on"
+        " search noise and compare LCSC, EMA* and the raw weights on held-out noise; writes"
+        " report.md, plots, results.json and the models.",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="folder for the report, plots and models (default: a temp dir)"
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=DemoConfig.iterations,
+        metavar="N",
+        help="training iterations, i.e. optimizer steps",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=DemoConfig.budget,
+        metavar="N",
+        help="search budget, in objective evaluations",
+    )
     p.add_argument(
         "--method",
         choices=sorted(METHODS),
-        help="search method (default evolutionary, as measured)",
+        default=DemoConfig.method,
+        help="search method; the default is the one docs/benchmarks.md measures",
     )
-    p.add_argument("--seed", type=int, help="training, search and noise seed (default 0)")
-    p.add_argument("--search-samples", type=int, help="samples per search score (default 2000)")
     p.add_argument(
-        "--held-out-samples", type=int, help="samples per held-out noise seed (default 5000)"
+        "--seed",
+        type=int,
+        default=DemoConfig.seed,
+        metavar="N",
+        help="seed of the training, the search and the first held-out noise",
     )
-    p.add_argument("--held-out-seeds", type=int, help="held-out noise seeds (default 3)")
+    p.add_argument(
+        "--search-samples",
+        type=int,
+        default=DemoConfig.search_samples,
+        metavar="N",
+        help="samples generated for each search score",
+    )
+    p.add_argument(
+        "--held-out-samples",
+        type=int,
+        default=DemoConfig.held_out_samples,
+        metavar="N",
+        help="samples generated per held-out noise seed",
+    )
+    p.add_argument(
+        "--held-out-seeds",
+        type=int,
+        default=DemoConfig.held_out_seeds,
+        metavar="N",
+        help="held-out noise seeds; their spread gives the error bars",
+    )
     p.add_argument(
         "--penalty",
         type=float,
+        default=DemoConfig.penalty,
         metavar="LAMBDA",
-        help="trust-region penalty weight around EMA* (0: none; default: see docs/benchmarks.md)",
+        help="trust-region weight around EMA*, in FD units per unit of K * ||a - a0||^2"
+        " (0: none); docs/benchmarks.md measures the default",
     )
     p.add_argument(
         "--nproc",
@@ -126,11 +172,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="held-out scores of a digits checkpoint: FD, KID, precision, recall and the"
         " transfer report, with the noise floor",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT.safetensors")
-    p.add_argument("--samples", type=int, default=5000, help="samples per held-out noise seed")
-    p.add_argument("--noise-seed", type=int, default=0, help="the first held-out noise seed")
-    p.add_argument("--seeds", type=int, default=3, help="held-out noise seeds (error bars)")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT.safetensors",
+        help="a digits model written by lcsc train, lcsc demo or lcsc merge (its run metadata"
+        " names the data and the network)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=DemoConfig.held_out_samples,
+        metavar="N",
+        help="samples generated per held-out noise seed, as in the demo's held-out scores",
+    )
+    p.add_argument(
+        "--noise-seed", type=int, default=0, metavar="N", help="the first held-out noise seed"
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=DemoConfig.held_out_seeds,
+        metavar="N",
+        help="held-out noise seeds, from --noise-seed on; their spread gives the error bars",
+    )
     p.add_argument("--json", action="store_true", help="print every value in full, as JSON")
-    p.add_argument("--sampler", choices=["cm", "euler", "heun", "dpmpp"])
-    p.add_argument("--nfe", type=int, default=1)
+    p.add_argument(
+        "--sampler",
+        choices=["cm", "euler", "heun", "dpmpp"],
+        help="sampler (default: cm for a consistency model, heun for a diffusion model)",
+    )
+    p.add_argument("--nfe", type=int, default=1, metavar="N", help="network evaluations per sample")
     p.set_defaults(func=_cmd_evaluate)

@@ -49,13 +49,14 @@ def _train_config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> Any:
     from lcsc.reference.generative.schedules import MomentumDecay, NoiseCurriculum
     from lcsc.reference.generative.training import TrainConfig
 
-    sizes = {"width": args.width, "depth": args.depth, "channels": args.channels}
     model = ModelConfig(
         kind=args.arch,
         data_shape=data_shape,
         parametrisation="dm" if args.kind == "dm" else "cm",
         dropout=args.dropout,
-        **{k: v for k, v in sizes.items() if v is not None},
+        width=args.width,
+        depth=args.depth,
+        channels=args.channels,
     )
     return TrainConfig(
         kind=args.kind,
@@ -139,70 +140,231 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _add_schedule_flags(p: argparse.ArgumentParser) -> None:
+    from lcsc.reference.generative.schedules import COMPENSATIONS, MomentumDecay, NoiseCurriculum
+    from lcsc.reference.generative.train_config import TrainConfig
+
+    # Unset flags stay None, so that a flag without its --noise-curriculum is refused.
+    nc, md = NoiseCurriculum, MomentumDecay
     c = p.add_argument_group(
         "noise curriculum (off by default; docs/fast_training.md)",
         "draw the easy noise levels sigma > SIGMA less and less often: the lognormal density is"
-        " multiplied by min(1, SIGMA/sigma)^tilt, tilt ramping from START to END",
+        " multiplied by min(1, SIGMA/sigma)^tilt, tilt ramping from START to END as"
+        " START + min(1, k / (F*iterations))^P (END - START) at iteration k",
     )
-    c.add_argument("--noise-curriculum", action="store_true", help="turn it on")
-    c.add_argument("--curriculum-sigma", type=float, metavar="SIGMA", help="default 2")
-    c.add_argument("--curriculum-tilt-start", type=float, metavar="START", help="default 0")
-    c.add_argument("--curriculum-tilt-end", type=float, metavar="END", help="default 2")
     c.add_argument(
-        "--curriculum-fraction", type=float, metavar="F", help="reach END at F*iterations (1)"
+        "--noise-curriculum", action="store_true", help="train with the noise curriculum"
     )
-    c.add_argument("--curriculum-pace", type=float, metavar="P", help="ramp exponent (1)")
+    c.add_argument(
+        "--curriculum-sigma",
+        type=float,
+        metavar="SIGMA",
+        help=f"noise level (EDM sigma) above which levels count as easy (default: {nc.sigma_easy})",
+    )
+    c.add_argument(
+        "--curriculum-tilt-start",
+        type=float,
+        metavar="START",
+        help=f"tilt at the first iteration (default: {nc.tilt_start})",
+    )
+    c.add_argument(
+        "--curriculum-tilt-end",
+        type=float,
+        metavar="END",
+        help=f"tilt from F*iterations on (default: {nc.tilt_end})",
+    )
+    c.add_argument(
+        "--curriculum-fraction",
+        type=float,
+        metavar="F",
+        help=f"fraction of the iterations by which the tilt reaches END (default: {nc.fraction})",
+    )
+    c.add_argument(
+        "--curriculum-pace",
+        type=float,
+        metavar="P",
+        help=f"exponent of the ramp (1: linear; default: {nc.pace})",
+    )
     m = p.add_argument_group(
         "momentum decay (off by default; docs/fast_training.md)",
-        "Adam's beta1 ramps from START to END, the learning rate compensated",
+        "Adam's beta1 ramps from START to END as START + min(1, k / (F*iterations))^P"
+        " (END - START) at iteration k, the learning rate compensated",
     )
-    m.add_argument("--momentum-decay", action="store_true", help="turn it on")
-    m.add_argument("--momentum-start", type=float, metavar="START", help="default 0.9")
-    m.add_argument("--momentum-end", type=float, metavar="END", help="default 0.5")
+    m.add_argument("--momentum-decay", action="store_true", help="train with momentum decay")
     m.add_argument(
-        "--momentum-fraction", type=float, metavar="F", help="reach END at F*iterations (1)"
+        "--momentum-start",
+        type=float,
+        metavar="START",
+        help=f"Adam beta1 at the first iteration (default: the run's, {TrainConfig.betas[0]})",
     )
-    m.add_argument("--momentum-pace", type=float, metavar="P", help="ramp exponent (1)")
+    m.add_argument(
+        "--momentum-end",
+        type=float,
+        metavar="END",
+        help=f"Adam beta1 from F*iterations on, 0 <= END <= START (default: {md.end})",
+    )
+    m.add_argument(
+        "--momentum-fraction",
+        type=float,
+        metavar="F",
+        help=f"fraction of the iterations by which beta1 reaches END (default: {md.fraction})",
+    )
+    m.add_argument(
+        "--momentum-pace",
+        type=float,
+        metavar="P",
+        help=f"exponent of the ramp (1: linear; default: {md.pace})",
+    )
     m.add_argument(
         "--momentum-compensation",
-        choices=("influence", "none", "rms", "stability"),
-        help="learning-rate compensation (default influence)",
+        choices=COMPENSATIONS,
+        help=f"how the learning rate compensates the lower beta1 (default: {md.compensation})",
     )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from lcsc.reference.generative.networks import ModelConfig
+    from lcsc.reference.generative.train_config import TrainConfig
+
     p = sub.add_parser(
         "train", help="train a diffusion or consistency model, recording checkpoints"
     )
-    p.add_argument("kind", choices=("dm", "ct", "cd"), help="EDM diffusion, iCT or distillation")
-    p.add_argument("--data", default="digits", help="'digits', a .npz file or an image folder")
-    p.add_argument("--iterations", type=int, required=True, metavar="N")
-    p.add_argument("--record-every", type=int, default=20, metavar="K")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR")
-    p.add_argument("--teacher", type=Path, metavar="DIR", help="cd: a 'train dm' directory")
-    p.add_argument("--keep", type=int, metavar="K", help="keep only the last K checkpoints")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ema-rate", type=float, default=0.999)
-    p.add_argument("--arch", choices=("mlp", "unet"), default="mlp")
-    p.add_argument("--width", type=int, help="MLP hidden width (default 256)")
-    p.add_argument("--depth", type=int, help="MLP residual blocks (default 2)")
-    p.add_argument("--channels", type=int, help="U-Net base channels (default 32)")
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--compact", action="store_true", help="store float16 checkpoint deltas")
+    p.add_argument(
+        "kind",
+        choices=("dm", "ct", "cd"),
+        help="dm: EDM diffusion model; ct: consistency training (iCT); cd: consistency"
+        " distillation from --teacher",
+    )
+    p.add_argument(
+        "--data",
+        default=TrainConfig.data,
+        help="training data: 'digits' (sklearn's 8x8 digits), a .npz file or an image folder",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        required=True,
+        metavar="N",
+        help="training iterations, i.e. optimizer steps",
+    )
+    p.add_argument(
+        "--record-every",
+        type=int,
+        default=TrainConfig.record_every,
+        metavar="K",
+        help="record a trajectory checkpoint every K iterations",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="output folder: trajectory/, ema.safetensors, final.safetensors and the logs",
+    )
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="DIR",
+        help="cd only, and required there: a 'lcsc train dm' output folder (its"
+        " ema.safetensors) or a model file (default: none)",
+    )
+    p.add_argument(
+        "--keep",
+        type=int,
+        metavar="K",
+        help="keep only the last K trajectory checkpoints (default: all)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.batch_size,
+        metavar="N",
+        help="samples per iteration",
+    )
+    p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=TrainConfig.seed,
+        metavar="N",
+        help="seed of the initialisation, batches, noise and dropout",
+    )
+    p.add_argument(
+        "--ema-rate",
+        type=float,
+        default=TrainConfig.ema_rate,
+        metavar="RATE",
+        help="EMA decay per iteration of the saved ema.safetensors, e.g. 0.999",
+    )
+    p.add_argument(
+        "--arch",
+        choices=("mlp", "unet"),
+        default=ModelConfig.kind,
+        help="network: a residual MLP on the flattened samples, or a U-Net for images",
+    )
+    p.add_argument(
+        "--width", type=int, default=ModelConfig.width, metavar="N", help="MLP hidden width"
+    )
+    p.add_argument(
+        "--depth", type=int, default=ModelConfig.depth, metavar="N", help="MLP residual blocks"
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=ModelConfig.channels,
+        metavar="N",
+        help="U-Net channels at the first resolution",
+    )
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=ModelConfig.dropout,
+        metavar="P",
+        help="dropout probability inside the residual blocks",
+    )
+    p.add_argument(
+        "--compact",
+        action="store_true",
+        help="record the trajectory as float16 deltas (about half the disk)",
+    )
     add_threads(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_schedule_flags(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a model file, in the data's units")
-    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT.safetensors")
-    p.add_argument("--n", type=int, required=True, help="number of samples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial noise")
-    p.add_argument("--sampler", choices=("euler", "heun", "dpmpp", "cm"))
-    p.add_argument("--nfe", type=int, help="network evaluations (default cm 1, dpmpp 15, heun 35)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.npy")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        metavar="CHECKPOINT.safetensors",
+        help="a model written by lcsc train, merge or search (its metadata names the network)",
+    )
+    p.add_argument("--n", type=int, required=True, metavar="N", help="number of samples")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the initial noise")
+    p.add_argument(
+        "--sampler",
+        choices=("euler", "heun", "dpmpp", "cm"),
+        help="sampler (default: cm for a consistency model, dpmpp for a diffusion model)",
+    )
+    nfe = ", ".join(f"{name} {n}" for name, n in DEFAULT_NFE.items())
+    p.add_argument(
+        "--nfe",
+        type=int,
+        metavar="N",
+        help=f"network evaluations per sample (default: {nfe})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="samples per network call; the samples do not depend on it (default: all at once)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="OUT.npy",
+        help="the samples as a NumPy array of shape (N, *data shape)",
+    )
     p.set_defaults(func=_cmd_sample)

@@ -86,13 +86,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         " last checkpoint",
     )
     p.add_argument(
-        "--resolution", type=int, default=11, metavar="N", help="grid points per axis (default 11)"
+        "--resolution",
+        type=int,
+        default=11,
+        metavar="N",
+        help="grid points per axis (N x N objective evaluations)",
     )
     p.add_argument(
         "--margin",
         type=float,
         default=0.25,
-        help="grid extends this fraction of the models' span beyond them (default 0.25)",
+        metavar="FRACTION",
+        help="how far the grid extends beyond the models, as a fraction of their span",
     )
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE.png",
+        help="the plot; the grid's scores go beside it in FILE.json",
+    )
     p.set_defaults(func=_cmd_landscape)

@@ -21,6 +21,7 @@ from lcsc.metrics.reference import (
     reference_stats,
     samples_fingerprint,
 )
+from lcsc.metrics.reference_files import load_images, load_reference, stats_from_npz
 from lcsc.metrics.scores import inception_score, kid, precision_recall
 
 __all__ = [
@@ -38,8 +39,11 @@ __all__ = [
     "inception_features",
     "inception_score",
     "kid",
+    "load_images",
+    "load_reference",
     "precision_recall",
     "reference_cache_path",
     "reference_stats",
     "samples_fingerprint",
+    "stats_from_npz",
 ]

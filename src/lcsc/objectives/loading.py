@@ -109,7 +109,10 @@ def _import_file(where: str, path: Path) -> ModuleType:
 
 
 def _describe(exc: Exception) -> str:
-    """``Type: message``, with the file and line for a syntax error."""
+    """``Type: message``, with the file and line for a syntax error; an :class:`LcscError`
+    (a factory rejecting its arguments) is its message alone."""
+    if isinstance(exc, LcscError):
+        return str(exc)
     if isinstance(exc, SyntaxError):
         return f"SyntaxError: {exc.msg} ({exc.filename}, line {exc.lineno})"
     return f"{type(exc).__name__}: {exc}"

@@ -64,6 +64,7 @@ class SampleFD:
     """``state_dict -> FD`` of its samples against reference statistics (lower is better).
 
     A candidate whose samples are not finite scores NaN (the search ranks it last).
+    ``batch_size`` bounds the extractor's batches (default: all samples at once).
     """
 
     def __init__(
@@ -71,14 +72,16 @@ class SampleFD:
         generator: Generator,
         extractor: torch.nn.Module,
         reference: FeatureStats,
+        batch_size: int | None = None,
     ) -> None:
         self.generator, self.extractor, self.reference = generator, extractor, reference
+        self.batch_size = batch_size
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> float:
         x = self.generator(state_dict)
         if not bool(torch.isfinite(x).all()):
             return math.nan
-        feats = compute_features(self.extractor, x, batch_size=len(x))
+        feats = compute_features(self.extractor, x, batch_size=self.batch_size or len(x))
         return frechet_distance(self.reference, FeatureStats.from_features(feats))
 
     def split_samples(self) -> SplitSampleFD:
@@ -133,7 +136,8 @@ class SplitSampleFD:
         x = generator(state_dict)
         if not bool(torch.isfinite(x).all()):
             return None
-        return compute_features(self.objective.extractor, x, batch_size=len(x))
+        batch = self.objective.batch_size or len(x)
+        return compute_features(self.objective.extractor, x, batch_size=batch)
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> float:
         from lcsc.search.distributed import PeerFailed, all_reduce_sum

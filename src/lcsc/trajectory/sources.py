@@ -81,11 +81,44 @@ def find_source(paths: Sequence[str | os.PathLike[str]], component: str | None =
             )
     if not folders:
         _no_component(component, ps[0], FILES)
-        return Source(FILES, tuple(ps))
+        return Source(FILES, tuple(ps), config=_component_config(_order(ps)[-1]))
     picked = _folders(folders, component)
     files = iter(picked.files)
     ordered = tuple(next(files) if p.is_dir() else p for p in ps)  # the order given
     return replace(picked, layout=FOLDERS if len(folders) == len(ps) else FILES, files=ordered)
+
+
+def no_checkpoints(folder: Path) -> str:
+    """Why ``folder`` gave no checkpoints, naming the subfolders that hold runs of their own
+    (``lightning_logs/version_0``, one run each), if any."""
+    runs = []
+    for child in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else ():
+        try:
+            found = bool(find_source([child]).files)
+        except TrajectoryError:
+            found = True  # it holds checkpoints, if not one clean run
+        if found:
+            runs.append(child.name)
+    if not runs:
+        return f"{folder}: no checkpoints found (empty folder?)"
+    return (
+        f"{folder}: no checkpoints found; its subfolders {', '.join(runs)} hold runs: give one,"
+        f" e.g. {folder / runs[0]}"
+    )
+
+
+def is_component_weights(path: Path) -> bool:
+    """Whether ``path`` has the standard name of a diffusers/transformers component's weights
+    (``diffusion_pytorch_model.safetensors``, ...): the name all components share, so the
+    folder it lies in (``unet``, ``unet_ema``) tells which component it is."""
+    return Path(path.name.removesuffix(SHARD_INDEX)).stem in _WEIGHT_NAMES
+
+
+def _component_config(weights: Path) -> Path | None:
+    """The ``config.json`` beside a component's weights file (given as
+    ``checkpoint-<step>/unet/diffusion_pytorch_model.safetensors``), if there is one."""
+    config = weights.parent / "config.json"
+    return config if is_component_weights(weights) and config.is_file() else None
 
 
 def lists_as_checkpoint(source: Source, path: Path) -> bool:

@@ -143,7 +143,7 @@ class Trajectory:
         found is in ``.source``."""
         source = sources.find_source(paths, component)
         if not source.files:
-            raise TrajectoryError(f"{paths[0]}: no checkpoints found (empty folder?)")
+            raise TrajectoryError(sources.no_checkpoints(Path(paths[0])))
         return cls.from_source(
             source, steps, key=key, strip_prefix=strip_prefix, check_finite=check_finite
         )
@@ -235,19 +235,28 @@ class Trajectory:
 
     @property
     def nbytes(self) -> int:
-        """Bytes on disk of the files a combination reads."""
-        return sum(self._entries[i].path.stat().st_size for i in self._needed())
+        """Bytes on disk of the files a combination reads (a sharded one's index and shards)."""
+        return sum(f.stat().st_size for i in self._needed() for f in self._entries[i].ckpt.files)
 
     def fingerprint(self) -> str:
-        """A short hash of the selected checkpoints' names, steps, sizes and layouts."""
+        """A short hash of the selected checkpoints' names (with the component folder of a
+        diffusers component's weights), steps, sizes and layouts, each shard of a sharded
+        checkpoint included. Cheap: no file is read, so an edit that keeps every size and
+        tensor offset goes unseen."""
         h = hashlib.sha256()
         for i in self._needed():
             e = self._entries[i]
-            h.update(f"{e.path.name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
-            if e.ckpt.layout is not None:
-                h.update(
-                    repr(sorted((k, v.begin, v.end) for k, v in e.ckpt.layout.items())).encode()
-                )
+            name = e.path.name
+            if sources.is_component_weights(e.path):  # unet/ and unet_ema/ share file names
+                name = f"{e.path.parent.name}/{name}"
+            h.update(f"{name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
+            for part in (e.ckpt, *e.ckpt.shards):
+                if part is not e.ckpt:
+                    h.update(f"|{part.path.name}|{part.path.stat().st_size}".encode())
+                if part.layout is not None:
+                    h.update(
+                        repr(sorted((k, v.begin, v.end) for k, v in part.layout.items())).encode()
+                    )
         h.update(repr(self._selected).encode())
         return h.hexdigest()[:16]
 
@@ -358,7 +367,13 @@ class Trajectory:
 
     # ----------------------------------------------------------------- internals
     def _check_output(self, path: Path) -> None:
-        inputs = [e.path for e in self._entries]
+        if path.suffix != ".safetensors" and not self.writes_folder(path):
+            what = "is a directory" if path.is_dir() else "expected a .safetensors file name"
+            raise TrajectoryError(  # lcsc could not read a file of another name back
+                f"{path}: {what}; write FILE.safetensors (a folder output needs a diffusers"
+                " component with a config.json)"
+            )
+        inputs = [f for e in self._entries for f in e.ckpt.files]
         check_not_input(path, inputs, "one of the trajectory's files")
         if self.writes_folder(path):
             from lcsc.trajectory.export import weights_name
