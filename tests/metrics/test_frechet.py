@@ -11,7 +11,7 @@ import scipy.linalg
 import torch
 
 from lcsc.errors import LcscError
-from lcsc.metrics import FeatureStats, frechet_distance
+from lcsc.metrics import FeatureMoments, FeatureStats, frechet_distance
 
 
 def _random_cov(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -153,3 +153,27 @@ def test_load_errors(tmp_path: Path) -> None:
     np.savez(nan, mean=np.array([np.nan, 0.0]), cov=np.eye(2), n=2)
     with pytest.raises(LcscError, match="not finite"):
         FeatureStats.load(nan)
+
+
+def test_moments_merged_over_parts_give_the_statistics_of_the_whole() -> None:
+    """Moments of parts (one part empty), merged, equal the two-pass statistics of the whole set;
+    the shift only changes the rounding, and the flat vector round-trips."""
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((301, 5)) * rng.uniform(0.5, 2.0, 5) + 10.0
+    whole = FeatureStats.from_features(f)
+    for shift in (np.zeros(5), f.mean(0) + 0.1):
+        parts = [FeatureMoments.of(f[a:b], shift) for a, b in ((0, 0), (0, 120), (120, 301))]
+        merged = parts[0].merge(parts[1]).merge(parts[2])
+        vector = sum(p.to_vector() for p in parts)  # what an all_reduce of the parts sums
+        for moments in (merged, FeatureMoments.from_vector(vector, shift)):
+            stats = FeatureStats.from_moments(moments)
+            assert stats.n == 301
+            np.testing.assert_allclose(stats.mean, whole.mean, rtol=1e-13)
+            np.testing.assert_allclose(stats.cov, whole.cov, rtol=1e-9, atol=1e-12)
+            assert np.array_equal(stats.cov, stats.cov.T)
+    with pytest.raises(LcscError, match="at least 2"):
+        FeatureStats.from_moments(FeatureMoments.of(f[:1], np.zeros(5)))
+    with pytest.raises(LcscError, match="different shifts"):
+        FeatureMoments.of(f, np.zeros(5)).merge(FeatureMoments.of(f, np.ones(5)))
+    with pytest.raises(LcscError, match="D=5 has 31 numbers"):
+        FeatureMoments.from_vector(np.zeros(7), np.zeros(5))

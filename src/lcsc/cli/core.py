@@ -157,6 +157,7 @@ def _search(args: argparse.Namespace) -> int:
             validation=validation,
             penalty=penalty,
             groups=groups,
+            split=args.split,
         )
     if not leader:
         return 0
@@ -380,6 +381,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="search state and outputs (history.jsonl, best.safetensors, best_coefficients.json,"
         " best/ for a diffusers component); rerunning the same command resumes",
+    )
+    p.add_argument(
+        "--split",
+        choices=["candidates", "samples"],
+        default="candidates",
+        help="under torchrun: spread the candidates of a generation over the processes (any"
+        " objective), or the samples of each candidate (sample-FD objectives such as"
+        " lcsc.reference.digits:digits_fd; feature moments summed exactly) (default: candidates)",
     )
     add_threads(p)
     p.set_defaults(func=_cmd_search)

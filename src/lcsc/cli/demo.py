@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 from lcsc.cli.common import StageBars, add_threads
+from lcsc.errors import LcscError
 from lcsc.search import METHODS
 
 # flags that map to DemoConfig fields, whose defaults are the flags' defaults
@@ -25,11 +28,19 @@ _DEMO_FIELDS = (
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from lcsc.reference.digits.demo import DemoConfig, run_demo
+    from lcsc.search.distributed import is_leader, process_group_from_env
 
     config = DemoConfig(**{name: getattr(args, name) for name in _DEMO_FIELDS})
+    if args.nproc < 1:
+        raise LcscError(f"--nproc must be >= 1, got {args.nproc}")
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="lcsc-demo-"))
-    with StageBars() as bars:
-        results = run_demo(config, out, bars)
+    under_torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.nproc > 1 and not under_torchrun:
+        return _launch(args, out)
+    with process_group_from_env(), StageBars() as bars:
+        results = run_demo(config, out, bars if is_leader() else None)
+    if results is None:  # another rank of the group: rank 0 reports
+        return 0
     print((out / "report.md").read_text())
     fd, ratios = results["held_out_fd"], results["independent_ratios"]
     print(
@@ -38,6 +49,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f" -- report, plots and models in {out}"
     )
     return 0
+
+
+def _launch(args: argparse.Namespace, out: Path) -> int:
+    """``lcsc demo`` again on ``args.nproc`` local processes under torchrun (gloo, 127.0.0.1)."""
+    from lcsc.search.distributed import local_launcher
+
+    flags = ["--out", str(out)]
+    for name in (*_DEMO_FIELDS, "threads"):
+        if getattr(args, name) is not None:
+            flags += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    command = [*local_launcher(args.nproc), "-m", "lcsc", "demo", *flags]
+    return subprocess.run(command, check=False).returncode
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -131,6 +154,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LAMBDA",
         help="trust-region weight around EMA*, in FD units per unit of K * ||a - a0||^2"
         " (0: none); docs/benchmarks.md measures the default",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="spread the search's candidates over N local processes (torch.distributed, gloo on"
+        " 127.0.0.1; the same results as one process; default 1). Same as"
+        " torchrun --nproc-per-node N -m lcsc demo",
     )
     add_threads(p)
     p.set_defaults(func=_cmd_demo)

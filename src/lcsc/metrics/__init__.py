@@ -12,7 +12,7 @@ from lcsc.metrics.features import (
     digits_to_model_space,
     inception_features,
 )
-from lcsc.metrics.frechet import FeatureStats, frechet_distance
+from lcsc.metrics.frechet import FeatureMoments, FeatureStats, frechet_distance
 from lcsc.metrics.reference import (
     compute_features,
     compute_features_and_logits,
@@ -27,6 +27,7 @@ from lcsc.metrics.scores import inception_score, kid, precision_recall
 __all__ = [
     "DigitsConvFeatureNet",
     "DigitsFeatureNet",
+    "FeatureMoments",
     "FeatureStats",
     "InceptionFeatures",
     "compute_features",

@@ -90,6 +90,21 @@ class FeatureStats:
         cov = centred.T @ centred / (f.shape[0] - 1)
         return cls(mean, (cov + cov.T) / 2, f.shape[0])
 
+    @classmethod
+    def from_moments(cls, moments: FeatureMoments) -> FeatureStats:
+        """Statistics from summed moments (e.g. merged over processes); ``moments.n`` >= 2.
+
+        With ``s1 = sum (f - c)`` and ``s2 = sum (f - c)(f - c)^T`` about the shift ``c``:
+        ``mean = c + s1 / n``, ``cov = (s2 - s1 s1^T / n) / (n - 1)`` (unbiased, as
+        :meth:`from_features`; equal to it up to float64 rounding).
+        """
+        n = moments.n
+        if n < 2:
+            raise LcscError(f"need at least 2 feature vectors for a covariance, got {n}")
+        s1 = moments.total
+        cov = (moments.outer - np.outer(s1, s1) / n) / (n - 1)
+        return cls(moments.shift + s1 / n, (cov + cov.T) / 2, n)
+
     @cached_property
     def cov_sqrt(self) -> np.ndarray:
         """Symmetric PSD square root of ``cov`` (D, D); cached, so a fixed reference pays once."""
@@ -124,6 +139,54 @@ class FeatureStats:
         except ValueError as exc:
             raise LcscError(f"{path}: corrupt metadata: {exc}") from exc
         return {str(k): str(v) for k, v in meta.items()}
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMoments:
+    """Summed float64 moments of ``n`` feature vectors ``f`` (D,) about a fixed shift ``c`` (D,):
+    ``total = sum (f - c)`` (D,) and ``outer = sum (f - c)(f - c)^T`` (D, D).
+
+    Moments about the same shift add up (:meth:`merge`; or sum :meth:`to_vector` elementwise,
+    as an ``all_reduce`` does), so statistics of a sample set split into parts, computed part by
+    part, equal those of the whole up to float64 rounding (:meth:`FeatureStats.from_moments`).
+    A shift near the mean (e.g. a reference's) keeps ``outer`` free of cancellation.
+    """
+
+    n: int
+    total: np.ndarray
+    outer: np.ndarray
+    shift: np.ndarray
+
+    @classmethod
+    def of(cls, features: np.ndarray | torch.Tensor, shift: np.ndarray) -> FeatureMoments:
+        """Moments of ``features`` (N, D), N >= 0, about ``shift`` (D,)."""
+        f = _as_float64(features)
+        c = np.asarray(shift, dtype=np.float64)
+        if f.ndim != 2 or c.shape != (f.shape[1],):
+            raise LcscError(f"features (N, D) and shift (D,) do not match: {f.shape}, {c.shape}")
+        centred = f - c
+        return cls(f.shape[0], centred.sum(axis=0), centred.T @ centred, c)
+
+    def merge(self, other: FeatureMoments) -> FeatureMoments:
+        """The moments of both sets together (same shift)."""
+        if not np.array_equal(self.shift, other.shift):
+            raise LcscError("feature moments about different shifts cannot be merged")
+        n, total, outer = self.n + other.n, self.total + other.total, self.outer + other.outer
+        return FeatureMoments(n, total, outer, self.shift)
+
+    def to_vector(self) -> np.ndarray:
+        """``[n, total (D), outer (D*D)]``, float64 of length ``1 + D + D^2``."""
+        return np.concatenate([[float(self.n)], self.total, self.outer.ravel()])
+
+    @classmethod
+    def from_vector(cls, vector: np.ndarray, shift: np.ndarray) -> FeatureMoments:
+        """Inverse of :meth:`to_vector`, given the shift (D,)."""
+        d = len(shift)
+        v = np.asarray(vector, dtype=np.float64)
+        if v.shape != (1 + d + d * d,):
+            size = 1 + d + d * d
+            raise LcscError(f"a moments vector for D={d} has {size} numbers, not {v.shape}")
+        return cls(int(round(v[0])), v[1 : 1 + d], v[1 + d :].reshape(d, d), np.asarray(shift))
 
 
 def _as_float64(x: object) -> np.ndarray:

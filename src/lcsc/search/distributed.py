@@ -11,12 +11,20 @@ any other. At the end rank 0 broadcasts the result, so every rank returns the sa
 
 Only candidates and scores travel (a few KB per round), over the default process group
 (gloo on CPU; under NCCL, torch's object collectives need each rank's CUDA device set).
+
+``split="samples"`` instead scores ONE candidate per round on every rank together: the
+objective (one that has ``split_samples()``, as :class:`lcsc.objectives.SampleFD` does) scores
+its share of the samples on each rank and reduces the feature moments exactly with
+:func:`all_reduce_sum`, so every rank holds the same score. It helps when a round holds fewer
+candidates than there are ranks, or one evaluation is too big for one process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,6 +40,57 @@ Vector = npt.NDArray[np.float64]
 Outcome = tuple[float, float] | BaseException | str
 _EVAL_CODE = 1
 _RESULT, _FAILED = "result", "failed"
+SPLITS = ("candidates", "samples")
+
+
+class PeerFailed(SearchError):
+    """Raised on the ranks whose share of a samples-split score was fine when another's failed."""
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else a :class:`SearchError`."""
+    if split not in SPLITS:
+        raise SearchError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    return split
+
+
+def for_split(objective: Any, split: str) -> Any:
+    """The objective each rank scores with: itself for ``"candidates"``, its
+    ``split_samples()`` version for ``"samples"``."""
+    if check_split(split) == "candidates":
+        return objective
+    make = getattr(objective, "split_samples", None)
+    if make is None:
+        raise SearchError(
+            f"split='samples' needs an objective that can split its samples over processes"
+            f" (one with split_samples(), as lcsc.objectives.SampleFD has);"
+            f" {type(objective).__name__} has none: use split='candidates'"
+        )
+    return make()
+
+
+def all_reduce_sum(vector: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The elementwise float64 sum of every rank's ``vector`` (same shape on all ranks), on
+    every rank; ``vector`` itself outside a process group. Under NCCL it travels on this
+    rank's current CUDA device."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return np.asarray(vector, dtype=np.float64)
+    t = torch.as_tensor(np.asarray(vector, dtype=np.float64).copy())
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)  # SUM
+    return t.cpu().numpy()
+
+
+def shard_rows(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of ``n`` that rank ``rank`` of ``world`` scores: contiguous,
+    balanced blocks (sizes differ by at most one) that cover ``0..n`` in rank order."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in 0..{world - 1}")
+    return rank * n // world, (rank + 1) * n // world
 
 
 def score_timed(score_fn: Callable[[Vector], float], candidate: Vector) -> tuple[float, float]:
@@ -64,14 +123,17 @@ class LocalPool:
 
 
 class ProcessGroupPool(LocalPool):
-    """Rank 0's side: scores up to ``world_size`` candidates at once, one per rank."""
+    """Rank 0's side: scores up to ``world_size`` candidates at once, one per rank; or, with
+    ``split="samples"``, one candidate on every rank together."""
 
-    def __init__(self, score_fn: Callable[[Vector], float]) -> None:
+    def __init__(self, score_fn: Callable[[Vector], float], split: str = "candidates") -> None:
         import torch.distributed as dist
 
         super().__init__(score_fn)
         self.dist = dist
-        self.size = dist.get_world_size()
+        self.world = dist.get_world_size()
+        self.split = check_split(split)
+        self.size = self.world if split == "candidates" else 1
         self._open = True
 
     def map(self, candidates: Sequence[Vector]) -> list[Outcome]:
@@ -80,7 +142,9 @@ class ProcessGroupPool(LocalPool):
         batch = np.stack(candidates)
         _broadcast_round(self.dist, batch)
         mine = _score_or_error(self.score_fn, candidates[0])
-        outcomes = _gather(self.dist, mine, self.size)
+        outcomes = _gather(self.dist, mine, self.world)
+        if self.split == "samples":  # one score; a failure is the failing rank's own error
+            return [_first_cause([mine, *outcomes[1:]])]
         return [mine, *outcomes[1 : len(candidates)]]
 
     def close(self) -> None:
@@ -135,15 +199,31 @@ def _gather(dist: Any, outcome: Outcome, size: int) -> list[Outcome]:
     return out
 
 
-def serve(score_fn: Callable[[Vector], float]) -> None:
-    """A rank > 0's side: score this rank's candidate of each round until rank 0 stops."""
+def _first_cause(outcomes: Sequence[Outcome]) -> Outcome:
+    """Rank 0's outcome of a samples-split score, or the first failure that is not a
+    :class:`PeerFailed` (the ranks that only heard of another's failure)."""
+    peer = f"{PeerFailed.__name__}:"
+    for outcome in outcomes:
+        if isinstance(outcome, PeerFailed) or (
+            isinstance(outcome, str) and outcome.startswith(peer)
+        ):
+            continue
+        if isinstance(outcome, (BaseException, str)):
+            return outcome
+    return outcomes[0]
+
+
+def serve(score_fn: Callable[[Vector], float], split: str = "candidates") -> None:
+    """A rank > 0's side: score this rank's candidate of each round (with ``split="samples"``:
+    its share of the round's one candidate) until rank 0 stops."""
     import torch.distributed as dist
 
     rank, size = dist.get_rank(), dist.get_world_size()
+    mine_index = 0 if check_split(split) == "samples" else rank
     while (batch := _receive_round(dist)) is not None:
         mine: Outcome = (np.nan, 0.0)  # this rank has no candidate this round
-        if rank < len(batch):
-            mine = _score_or_error(score_fn, batch[rank].copy())
+        if mine_index < len(batch):
+            mine = _score_or_error(score_fn, batch[mine_index].copy())
         _gather(dist, mine, size)
 
 
@@ -184,6 +264,22 @@ def is_leader() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def free_local_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def local_launcher(nproc: int) -> list[str]:
+    """The command prefix that runs a Python script (or ``-m module``) on ``nproc`` processes
+    of this machine under torchrun: gloo's rendezvous on 127.0.0.1, at a free port."""
+    return [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)),
+        *("--master-addr", "127.0.0.1", "--master-port", str(free_local_port())),
+    ]
 
 
 @contextlib.contextmanager

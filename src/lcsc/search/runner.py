@@ -273,6 +273,7 @@ def minimize(
     penalty: Penalty | None = None,
     on_resume: Callable[[int], None] | None = None,
     distributed: bool | None = None,
+    split: str = "candidates",
 ) -> SearchResult:
     """Run :func:`iterate` to the end; ``callback`` sees every evaluation (also replayed).
 
@@ -284,6 +285,8 @@ def minimize(
     initialised, e.g. under torchrun) spreads the candidates of each generation over the
     group's processes, which must all make this call (:mod:`lcsc.search.distributed`);
     rank 0 alone writes the workdir and calls ``callback``; every rank returns the result.
+    ``split="samples"`` scores one candidate at a time on every process together instead
+    (``score_fn`` must then split its own work, as ``SampleFD.split_samples()`` does).
 
     Raises:
         SearchError: bad arguments, a workdir holding another search, a failing
@@ -291,14 +294,15 @@ def minimize(
     """
     levers = {"validation": validation, "penalty": penalty, "on_resume": on_resume}
     args = (score_fn, init, method, budget, seed, workdir, identity, callback)
+    spread.check_split(split)
     if not spread.active(distributed):
         return _minimize(*args, None, levers)
     import torch.distributed as dist
 
     if dist.get_rank() != 0:
-        spread.serve(score_fn)
+        spread.serve(score_fn, split)
         return spread.share_result(None)
-    pool = spread.ProcessGroupPool(score_fn)
+    pool = spread.ProcessGroupPool(score_fn, split)
     try:
         result = _minimize(*args, pool, levers)
     except BaseException as exc:
@@ -394,6 +398,7 @@ def run(
     threads: int | None = None,
     distributed: bool | None = None,
     groups: Groups | None = None,
+    split: str = "candidates",
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
 
@@ -408,7 +413,8 @@ def run(
     ``state_dict -> float`` scoring the best-so-far path (see :func:`minimize`). The search
     runs with ``threads`` torch threads (default: :func:`lcsc.threads.default_threads`, safe
     on shared cores), restored afterwards. See :func:`minimize` for the other arguments
-    (``distributed`` included).
+    (``distributed`` and ``split`` included: with ``split="samples"`` each process scores
+    its share of the samples of ``objective.split_samples()``, e.g. a ``SampleFD``).
 
     ``groups`` (:func:`lcsc.trajectory.groups.resolve_groups` of the trajectory's keys)
     searches one coefficient vector per group with ``method`` ``"cmaes"`` or ``"subspace"``
@@ -417,6 +423,7 @@ def run(
     group; the groups join the workdir's identity.
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
+    spread.check_split(split)
     integer("seed", seed, 0, error=SearchError)
     if workdir is not None:
         _check_workdir(workdir, getattr(trajectory, "paths", ()))  # duck types may have none
@@ -445,6 +452,8 @@ def run(
         identity["groups"] = _check_groups(groups, trajectory)
     if validation is not None:  # the same settings, on coefficients
         validation = _on_coefficients(validation, trajectory, groups)
+    if spread.active(distributed):  # on every rank alike; one process ignores ``split``
+        objective = spread.for_split(objective, split)
     with using_threads(threads):
         combiner = _span_combiner(trajectory, resolve_method(method), init_arr, budget)
 
@@ -469,6 +478,7 @@ def run(
             penalty=penalty,
             on_resume=on_resume,
             distributed=distributed,
+            split=split,
         )
 
 

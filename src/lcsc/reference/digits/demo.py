@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 from lcsc.atomic import write_json, write_text
 from lcsc.coefficients import save_coefficients
 from lcsc.config import integer
@@ -27,6 +29,7 @@ from lcsc.reference.digits.experiment import (
     Comparison,
     ExperimentConfig,
     compare,
+    serve_compare,
 )
 from lcsc.reference.digits.plots import (
     markdown_table,
@@ -36,6 +39,7 @@ from lcsc.reference.digits.plots import (
 )
 from lcsc.reference.generative.networks import ModelConfig
 from lcsc.reference.generative.training import TrainConfig, train
+from lcsc.search.distributed import is_leader
 
 MAIN_COLUMNS = ("fd", "kid", "precision", "recall", "fd_alt")
 TRANSFER_COLUMNS = (*INDEPENDENT, "confidence", "confident_share", "class_tv")
@@ -75,13 +79,24 @@ class DemoConfig(ExperimentConfig):
 
 def run_demo(
     config: DemoConfig, out: str | Path, progress: Progress | None = None
-) -> dict[str, Any]:
-    """Run the whole demo into ``out`` and return the results written to ``out/results.json``."""
+) -> dict[str, Any] | None:
+    """Run the whole demo into ``out`` and return the results written to ``out/results.json``.
+
+    Under torchrun (``lcsc demo --nproc N``) every rank calls this: rank 0 trains, writes and
+    returns the results, the search's candidates are spread over all ranks (the same results
+    as one process), and the other ranks return None.
+    """
     out = Path(out)
     t0 = time.perf_counter()
     run_dir = out / "run"
-    if not (run_dir / "ema.safetensors").is_file():
+    leader = is_leader()
+    if leader and not (run_dir / "ema.safetensors").is_file():
         train_run(config, run_dir, progress)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # the other ranks open the trajectory once rank 0 has written it
+    if not leader:
+        serve_compare(run_dir, out / "search", config.experiment)
+        return None
     c = compare(run_dir, out / "search", config.experiment, progress=progress)
     traj, star, lcsc = c.trajectory, c.ema_star, c.lcsc
     traj.save_combination(out / "lcsc.safetensors", lcsc.best_coefficients)

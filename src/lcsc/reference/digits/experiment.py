@@ -168,7 +168,9 @@ def compare(
 
     The search and the baseline choices use search noise; every model is then scored on
     held-out noise against the test split. ``trajectory`` restricts the checkpoints
-    (default: all but step 0).
+    (default: all but step 0). Under torchrun (a process group of several ranks) rank 0
+    calls this and the other ranks :func:`serve_compare`: the search's candidates are spread
+    over the ranks, rank 0 does everything else.
     """
     config = config or ExperimentConfig()
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
@@ -184,6 +186,20 @@ def compare(
     path = _goodhart_path(traj, result, n_init, config.path_points, evaluate, progress)
     floor = evaluate.scorer.floor
     return Comparison(traj, star, single, result, models, held, floor, path, evaluate.describe())
+
+
+def serve_compare(
+    run_dir: Path,
+    workdir: Path,
+    config: ExperimentConfig | None = None,
+    *,
+    trajectory: Trajectory | None = None,
+) -> None:
+    """A rank > 0's part of :func:`compare` (same arguments): score its share of the search's
+    candidates, sent by rank 0, until the search ends."""
+    config = config or ExperimentConfig()
+    traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
+    _lcsc_search(traj, workdir, config, _main_objective(traj.metadata, config), None)
 
 
 def _goodhart_path(
@@ -211,16 +227,33 @@ def _search(
 ) -> tuple[baselines.Choice, baselines.Choice, search.SearchResult, int]:
     """EMA*, the best checkpoint and the LCSC search, all on search noise; and the size of
     the search's initial population (the EMA grid)."""
-    metadata = traj.metadata
-    generator = _generator(metadata, config, config.search_samples, config.seed)
-    main = SampleFD(generator, digits_features("main"), digits_reference(metadata, "main"))
+    main = _main_objective(traj.metadata, config)
     rates = default_ema_rates(traj.steps)
     star = baselines.ema_star(traj, main, rates, progress)
     single = baselines.best_checkpoint(traj, main, progress)
+    result = _lcsc_search(traj, workdir, config, main, progress)
+    return star, single, result, len(search.ema_init(traj.steps, rates))
+
+
+def _main_objective(metadata: Any, config: ExperimentConfig) -> SampleFD:
+    """FD in ``main`` on the search noise: EMA*'s and the best checkpoint's criterion."""
+    generator = _generator(metadata, config, config.search_samples, config.seed)
+    return SampleFD(generator, digits_features("main"), digits_reference(metadata, "main"))
+
+
+def _lcsc_search(
+    traj: Trajectory,
+    workdir: Path,
+    config: ExperimentConfig,
+    main: SampleFD,
+    progress: Progress | None,
+) -> search.SearchResult:
+    """The LCSC search from the EMA grid, on ``main`` or the composite of the search spaces."""
+    metadata = traj.metadata
     objective = main if config.search_spaces == ("main",) else None
-    objective = objective or CompositeFD(generator, metadata, config.search_spaces)
-    init = search.ema_init(traj.steps, rates)
-    result = search.run(
+    objective = objective or CompositeFD(main.generator, metadata, config.search_spaces)
+    init = search.ema_init(traj.steps, default_ema_rates(traj.steps))
+    return search.run(
         traj,
         objective,
         search.METHODS[config.method](nonnegative=config.nonnegative),
@@ -236,7 +269,6 @@ def _search(
             "samples": config.search_samples,
         },
     )
-    return star, single, result, len(init)
 
 
 def _generator(

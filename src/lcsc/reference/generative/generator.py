@@ -3,6 +3,7 @@ sample-FD objective (:class:`lcsc.objectives.SampleFD`) scores."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
@@ -54,6 +55,18 @@ class FixedNoiseGenerator:
             if self.sampler == "cm" and nfe > 1
             else None
         )
+
+    def __len__(self) -> int:
+        return len(self.noise)
+
+    def shard(self, start: int, stop: int) -> FixedNoiseGenerator:
+        """The generator of rows ``[start, stop)`` of the same noise (and model, shared): how
+        ``SampleFD.split_samples`` gives each process its share of the samples."""
+        part = copy.copy(self)
+        part.noise = self.noise[start:stop]
+        if self.renoise is not None:
+            part.renoise = self.renoise[:, start:stop]
+        return part
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Samples (n, *data_shape) in model space from the given weights."""
