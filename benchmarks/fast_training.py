@@ -29,6 +29,15 @@ partial runs are kept; ``OUT/report.md`` and ``OUT/curves.png`` are written at t
 defaults take about 30 minutes on 2 CPU cores shared with other jobs::
 
     python benchmarks/fast_training.py [--out out/fast_training] [--jobs 2]
+
+``--config w64`` (or another configuration of benchmarks/nfe_protocol.py) trains that script's
+harder DM instead (issue 13: width 64, one block, cosine lr 1e-3 -> 1e-5, training EMA 0.999,
+6000 iterations) with the same strategies, and scores the EMA with its held-out evaluation
+(``--held-out-seeds`` held-out noise seeds, the test split, the noise floor) at NFE 15 every
+300 iterations; no LCSC. A table of iterations to the target per seed, paired with the control,
+follows the main one. About 15 minutes::
+
+    python benchmarks/fast_training.py --config w64 --out out/fast_training_w64 --target-fd 3.112
 """
 
 from __future__ import annotations
@@ -415,6 +424,51 @@ def target_table(results: dict[str, Any], s: Settings, target: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def length_table(by_length: dict[int, dict[str, Any]], target: float) -> str:
+    """Runs of several lengths (each with its schedules scaled to its length): per strategy,
+    the seed-mean final FD at every length and, per seed, the shortest run that reaches
+    ``target`` (log FD interpolated linearly between lengths), paired with the control."""
+    lengths = sorted(by_length)
+    fd = {n: {k: r["curve"][-1]["fd"] for k, r in runs.items()} for n, runs in by_length.items()}
+    keys = set.intersection(*(set(v) for v in fd.values()))
+
+    def need(key: str) -> float | None:
+        finals = [fd[n][key] for n in lengths]
+        return crossing(np.array(lengths), np.array(finals), target)
+
+    def shown(v: float | None) -> str:
+        return f">{lengths[-1]}" if v is None else f"<={v:.0f}" if v == lengths[0] else f"{v:.0f}"
+
+    lines = [
+        f"Run length to the target FD {target:.4g}: every run trained with {lengths} iterations"
+        " (curriculum, momentum decay and cosine lr scaled to the run), the EMA's FD at the end;"
+        " per seed, the length at which that final FD reaches the target (log FD linear"
+        " between lengths). 'saved': the same seed's control length - the strategy's.",
+        "",
+        "| strategy | control | seed-mean final FD at "
+        + " / ".join(map(str, lengths))
+        + " | run length to target | mean ± sd | saved vs control | speed-up vs control |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for st in STRATEGIES:
+        seeds = sorted(int(k.split("/")[1]) for k in keys if k.split("/")[0] == st)
+        if not seeds:
+            continue
+        its = {k: need(f"{st}/{k}") for k in seeds}
+        ctl = CONTROL.get(st, "")
+        pairs = [(need(f"{ctl}/{k}"), v) for k, v in its.items() if f"{ctl}/{k}" in keys]
+        means = [np.mean([fd[n][f"{st}/{k}"] for k in seeds]) for n in lengths]
+        reached = [v for v in its.values() if v is not None]
+        lines.append(
+            f"| {st} | {ctl or '-'} | {' / '.join(f'{m:.3f}' for m in means)}"
+            f" | {', '.join(shown(v) for v in its.values())}"
+            f" | {_ms(reached, 4) if len(reached) == len(its) else '-'}"
+            f" | {', '.join(_saved(c, v) for c, v in pairs) or '-'}"
+            f" | {', '.join(_ratio(c, v) for c, v in pairs) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _saved(control: float | None, its: float | None) -> str:
     return "-" if control is None or its is None else f"{control - its:+.0f}"
 
@@ -475,44 +529,12 @@ def plot(results: dict[str, Any], path: Path, target: float | None) -> None:
 
 
 # --------------------------------------------------------------------------- main
-def main() -> None:
-    from nfe_protocol import CONFIGS  # this script's folder
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    d = Settings()
-    parser.add_argument(
-        "--config",
-        choices=("default", *sorted(CONFIGS)),
-        default="default",
-        help="default: the MLP above; w64 etc.: the DM of benchmarks/nfe_protocol.py, whose"
-        f" defaults {HARD} replace the ones shown",
-    )
-    parser.add_argument("--out", type=Path, default=Path("out/fast_training"))
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
-    # None: the configuration's default (shown: the default configuration's)
-    parser.add_argument("--iterations", type=int, help=f"default {d.iterations}")
-    parser.add_argument("--eval-every", type=int, help=f"default {d.eval_every}")
-    parser.add_argument("--eval-samples", type=int, help=f"default {d.eval_samples}")
-    parser.add_argument("--held-out-seeds", type=int, help=f"default {d.held_out_seeds}")
-    parser.add_argument("--nfe", type=int, help=f"default {d.nfe}")
-    parser.add_argument("--ema-rate", type=float, help=f"default {d.ema_rate}")
-    parser.add_argument("--lcsc-at", type=int, help=f"default {d.lcsc_at}")
-    parser.add_argument("--lcsc-budget", type=int, help=f"0: no LCSC; default {d.lcsc_budget}")
-    parser.add_argument("--target-fd", type=float, help="default: see --target-margin")
-    parser.add_argument("--target-margin", type=float, default=0.1)
-    parser.add_argument("--report-only", action="store_true", help="analyse saved runs only")
-    args = parser.parse_args()
-    given = {f: getattr(args, f) for f in OPTIONS if getattr(args, f) is not None}
-    s = replace(defaults(args.config), **given)
-    if s.config != "default" and s.lcsc_budget > 0:
-        raise SystemExit(
-            f"--lcsc-budget: {s.config} keeps only the last 20 % of checkpoints; LCSC on it is"
-            " benchmarks/nfe_protocol.py"
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results.json"
+def run_all(out: Path, s: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """The runs of ``args.strategies`` x ``args.seeds`` under ``s``, from ``out/results.json``
+    where saved there with the same settings; the missing ones are trained (``args.jobs``
+    processes) and saved one by one."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get("settings") != asdict(s):
         saved = {"settings": asdict(s), "runs": {}}
@@ -540,12 +562,67 @@ def main() -> None:
                     f" FD {r['curve'][-1]['fd']:.3f}{lcsc}",
                     flush=True,
                 )
+    return runs
+
+
+def main() -> None:
+    from nfe_protocol import CONFIGS  # this script's folder
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    d = Settings()
+    parser.add_argument(
+        "--config",
+        choices=("default", *sorted(CONFIGS)),
+        default="default",
+        help="default: the MLP above; w64 etc.: the DM of benchmarks/nfe_protocol.py, whose"
+        f" defaults {HARD} replace the ones shown",
+    )
+    parser.add_argument("--out", type=Path, default=Path("out/fast_training"))
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    # None: the configuration's default (shown: the default configuration's)
+    parser.add_argument("--iterations", type=int, help=f"default {d.iterations}")
+    parser.add_argument("--eval-every", type=int, help=f"default {d.eval_every}")
+    parser.add_argument("--eval-samples", type=int, help=f"default {d.eval_samples}")
+    parser.add_argument("--held-out-seeds", type=int, help=f"default {d.held_out_seeds}")
+    parser.add_argument("--nfe", type=int, help=f"default {d.nfe}")
+    parser.add_argument("--ema-rate", type=float, help=f"default {d.ema_rate}")
+    parser.add_argument("--lcsc-at", type=int, help=f"default {d.lcsc_at}")
+    parser.add_argument("--lcsc-budget", type=int, help=f"0: no LCSC; default {d.lcsc_budget}")
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[],
+        help="also train every run with these shorter --iterations (its schedules scaled to"
+        " them; FD at the end only) and report the run length that reaches the target",
+    )
+    parser.add_argument("--target-fd", type=float, help="default: see --target-margin")
+    parser.add_argument("--target-margin", type=float, default=0.1)
+    parser.add_argument("--report-only", action="store_true", help="analyse saved runs only")
+    args = parser.parse_args()
+    given = {f: getattr(args, f) for f in OPTIONS if getattr(args, f) is not None}
+    s = replace(defaults(args.config), **given)
+    if s.config != "default" and s.lcsc_budget > 0:
+        raise SystemExit(
+            f"--lcsc-budget: {s.config} keeps only the last 20 % of checkpoints; LCSC on it is"
+            " benchmarks/nfe_protocol.py"
+        )
+    t0 = time.perf_counter()
+    runs = run_all(args.out, s, args)
+    lengths = {
+        n: run_all(args.out / f"length-{n}", replace(s, iterations=n, eval_every=n), args)
+        for n in args.lengths
+    }
     target = args.target_fd or auto_target(runs, args.target_margin)
     plot(runs, args.out / "curves.png", target)
     if target is None:
         report = "no baseline run yet\n"
     else:
         report = analyse(runs, s, target) + "\n" + target_table(runs, s, target)
+        if lengths:
+            report += "\n" + length_table(lengths | {s.iterations: runs}, target)
     (args.out / "report.md").write_text(report)
     print(report)
     print(f"total {time.perf_counter() - t0:.0f}s")
