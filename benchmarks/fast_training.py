@@ -395,8 +395,8 @@ def target_table(results: dict[str, Any], s: Settings, target: float) -> str:
         "",
         "| strategy | control | iterations to target | mean ± sd | saved vs control |"
         " speed-up vs control | final FD | final FD mean ± sd | final FD - control's |"
-        " noise floor |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        " the same, per (seed, noise seed) pair | noise floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for st, runs in by.items():
         its = {r["seed"]: run_crossing(r, target) for r in runs}
@@ -419,7 +419,7 @@ def target_table(results: dict[str, Any], s: Settings, target: float) -> str:
             f" | {', '.join(_saved(c, v) for c, v in pairs) or '-'}"
             f" | {', '.join(_ratio(c, v) for c, v in pairs) or '-'}"
             f" | {', '.join(f'{v:.3f}' for v in final)} | {_ms(final)} | {_signed(final_diff)}"
-            f" | {floor} |"
+            f" | {_noise_pairs(runs, list(ctl_runs.values()))} | {floor} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -433,8 +433,12 @@ def length_table(by_length: dict[int, dict[str, Any]], target: float) -> str:
     keys = set.intersection(*(set(v) for v in fd.values()))
 
     def need(key: str) -> float | None:
+        """None: not reached; ``lengths[0]``: reached already there (censored)."""
         finals = [fd[n][key] for n in lengths]
         return crossing(np.array(lengths), np.array(finals), target)
+
+    def known(pair: tuple[float | None, float | None]) -> tuple[float | None, float | None]:
+        return (None, None) if lengths[0] in pair else pair
 
     def shown(v: float | None) -> str:
         return f">{lengths[-1]}" if v is None else f"<={v:.0f}" if v == lengths[0] else f"{v:.0f}"
@@ -443,7 +447,8 @@ def length_table(by_length: dict[int, dict[str, Any]], target: float) -> str:
         f"Run length to the target FD {target:.4g}: every run trained with {lengths} iterations"
         " (curriculum, momentum decay and cosine lr scaled to the run), the EMA's FD at the end;"
         " per seed, the length at which that final FD reaches the target (log FD linear"
-        " between lengths). 'saved': the same seed's control length - the strategy's.",
+        " between lengths; '<=N': reached by the shortest run already, so not compared)."
+        " 'saved': the same seed's control length - the strategy's.",
         "",
         "| strategy | control | seed-mean final FD at "
         + " / ".join(map(str, lengths))
@@ -456,9 +461,9 @@ def length_table(by_length: dict[int, dict[str, Any]], target: float) -> str:
             continue
         its = {k: need(f"{st}/{k}") for k in seeds}
         ctl = CONTROL.get(st, "")
-        pairs = [(need(f"{ctl}/{k}"), v) for k, v in its.items() if f"{ctl}/{k}" in keys]
+        pairs = [known((need(f"{ctl}/{k}"), v)) for k, v in its.items() if f"{ctl}/{k}" in keys]
         means = [np.mean([fd[n][f"{st}/{k}"] for k in seeds]) for n in lengths]
-        reached = [v for v in its.values() if v is not None]
+        reached = [v for v in its.values() if v is not None and v != lengths[0]]
         lines.append(
             f"| {st} | {ctl or '-'} | {' / '.join(f'{m:.3f}' for m in means)}"
             f" | {', '.join(shown(v) for v in its.values())}"
@@ -467,6 +472,22 @@ def length_table(by_length: dict[int, dict[str, Any]], target: float) -> str:
             f" | {', '.join(_ratio(c, v) for c, v in pairs) or '-'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _noise_pairs(runs: list[dict[str, Any]], control: list[dict[str, Any]]) -> str:
+    """Final FD minus the control's per (training seed, held-out noise seed): the same noise
+    for both, so the pair differs only in the training. Mean ± sd, and how many are < 0."""
+    ctl = {r["seed"]: r["curve"][-1].get("fd_seeds") for r in control}
+    diffs = [
+        a - b
+        for r in runs
+        if ctl.get(r["seed"]) and r["curve"][-1].get("fd_seeds")
+        for a, b in zip(r["curve"][-1]["fd_seeds"], ctl[r["seed"]], strict=True)
+    ]
+    if not diffs:
+        return "-"
+    negative = sum(d < 0 for d in diffs)
+    return f"{np.mean(diffs):+.3f} ± {np.std(diffs, ddof=1):.3f}, {negative}/{len(diffs)} < 0"
 
 
 def _saved(control: float | None, its: float | None) -> str:
