@@ -508,7 +508,7 @@ def _signed(values: list[float]) -> str:
     return ", ".join(f"{v:+.3f}" for v in values)
 
 
-def plot(results: dict[str, Any], path: Path, target: float | None) -> None:
+def plot(results: dict[str, Any], path: Path, target: float | None, config: str) -> None:
     """Top: the EMA's FD against iterations (thin: seeds, thick: seed mean, stars: LCSC).
     Bottom: each seed-mean curve over the baseline's, to make small differences visible."""
     import matplotlib
@@ -538,7 +538,10 @@ def plot(results: dict[str, Any], path: Path, target: float | None) -> None:
         ax.axhline(float(np.mean(floors)), color="gray", ls=":", lw=1, label="noise floor")
     ax.set_yscale("log")
     ax.set_ylabel("held-out FD of the training EMA")
-    ax.set_title("EDM on digits: EMA FD during training (stars: LCSC, each seed)")
+    stars = (
+        " (stars: LCSC, each seed)" if any("lcsc" in r for rs in by.values() for r in rs) else ""
+    )
+    ax.set_title(f"EDM on digits ({config}): EMA FD during training{stars}")
     if by:
         ax.legend(fontsize=8)
     rel.axhline(1.0, color="k", lw=0.8)
@@ -637,7 +640,7 @@ def main() -> None:
         for n in args.lengths
     }
     target = args.target_fd or auto_target(runs, args.target_margin)
-    plot(runs, args.out / "curves.png", target)
+    plot(runs, args.out / "curves.png", target, s.config)
     if target is None:
         report = "no baseline run yet\n"
     else:
