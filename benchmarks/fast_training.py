@@ -35,7 +35,9 @@ harder DM instead (issue 13: width 64, one block, cosine lr 1e-3 -> 1e-5, traini
 6000 iterations) with the same strategies, and scores the EMA with its held-out evaluation
 (``--held-out-seeds`` held-out noise seeds, the test split, the noise floor) at NFE 15 every
 300 iterations; no LCSC. A table of iterations to the target per seed, paired with the control,
-follows the main one. About 15 minutes::
+follows the main one. ``--lengths 3000 4000 5000`` also trains every run at those lengths (all
+schedules scaled to the run) and reports the run length that reaches the target. About 30
+minutes for the 15 runs and 20 more for the lengths, on 2 cores shared with other jobs::
 
     python benchmarks/fast_training.py --config w64 --out out/fast_training_w64 --target-fd 3.112
 """
