@@ -55,13 +55,13 @@ CONFIGS: dict[str, dict[str, int]] = {
 }
 
 
-def ensure_run(out: Path, name: str, seed: int, iterations: int) -> Path:
-    """Train (once; cached) a DM with a cosine lr decay 1e-3 -> 1e-5, keeping only the window."""
-    if (out / "final.safetensors").is_file():
-        return out
+def train_config(name: str, seed: int, iterations: int, **options: Any) -> TrainConfig:
+    """The DM of configuration ``name``: cosine lr decay 1e-3 -> 1e-5 after 100 warm-up
+    iterations, checkpoints every EVERY iterations, only the window kept. ``options``: further
+    TrainConfig fields (benchmarks/fast_training.py adds its training strategies)."""
     model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), parametrisation="dm", **CONFIGS[name])
     keep = int(iterations * WINDOW) // EVERY
-    config = TrainConfig(
+    return TrainConfig(
         kind="dm",
         model=model,
         iterations=iterations,
@@ -71,7 +71,15 @@ def ensure_run(out: Path, name: str, seed: int, iterations: int) -> Path:
         seed=seed,
         record_every=EVERY,
         keep=keep,
+        **options,
     )
+
+
+def ensure_run(out: Path, name: str, seed: int, iterations: int) -> Path:
+    """Train (once; cached) a DM with a cosine lr decay 1e-3 -> 1e-5, keeping only the window."""
+    if (out / "final.safetensors").is_file():
+        return out
+    config = train_config(name, seed, iterations)
     t0 = time.perf_counter()
     train(config, out)
     print(f"  trained {name} seed {seed}: {iterations} its in {time.perf_counter() - t0:.0f} s")
