@@ -20,7 +20,7 @@ from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
 from lcsc.coefficients import read_coefficients
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.groups import combine_groups, resolve_groups
+from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 
 OBJECTIVE = """
 import os
@@ -215,3 +215,12 @@ def test_torchrun_grouped_search_equals_one_process(recorded: Path, tmp_path: Pa
     assert records[0] == records[1] and len(records[0]) == 40  # (wall times differ)
     for name in ("best_coefficients.json", "best.safetensors"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_groups_auto_is_one_group_per_top_level_module(recorded: Path, objective_dir: Path) -> None:
+    work = objective_dir / "work"
+    assert main(search_args(recorded, work, "--groups", "auto", budget=12)) == 0
+    saved = json.loads((work / "best_coefficients.json").read_text())
+    keys = Trajectory.open(recorded).keys
+    assert saved["groups"] == module_patterns(keys)  # names that merge resolves again
+    assert len(saved["groups"]) == len({k.split(".")[0] for k in keys}) > 1

@@ -14,7 +14,13 @@ import torch
 from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import LcscError
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.groups import combine_groups, resolve_groups, split_patterns
+from lcsc.trajectory.groups import (
+    REST,
+    combine_groups,
+    module_patterns,
+    resolve_groups,
+    split_patterns,
+)
 from lcsc.trajectory.span import SpanCombiner
 from tests.conftest import train
 
@@ -175,3 +181,28 @@ def test_save_combination_with_groups(traj: Trajectory, tmp_path: Path) -> None:
     assert all(torch.equal(ckpt.tensors[k], want[k]) for k in want)
     assert json.loads(ckpt.metadata["lcsc_groups"]) == ["enc", "dec", "rest"]
     assert json.loads(ckpt.metadata["lcsc_coefficients"]) == a.tolist()
+
+
+def test_module_patterns_one_group_per_top_level_module() -> None:
+    keys = [
+        "net.blocks.0.fc1.weight",
+        "net.blocks.0.fc1.bias",
+        "net.blocks.1.fc1.weight",
+        "net.embed.mlp.0.bias",
+        "net.inp.weight",
+        "net.out.bias",
+    ]
+    patterns = module_patterns(keys)
+    assert patterns == ["net.blocks.0", "net.blocks.1", "net.embed", "net.inp", "net.out"]
+    groups = resolve_groups(keys, patterns)
+    assert REST not in groups.names  # every key is in a module group
+    assert [len(m) for m in groups.members] == [2, 1, 1, 1, 1]
+
+
+def test_module_patterns_of_flat_names_and_of_one_tensor() -> None:
+    assert module_patterns(["theta"]) == ["theta"]
+    assert module_patterns(["weight", "bias"]) == ["weight", "bias"]
+    # A shared prefix is never the whole of a name: each tensor under it is its own module.
+    assert module_patterns(["layers.0", "layers.1"]) == ["layers.0", "layers.1"]
+    with pytest.raises(LcscError, match="no keys"):
+        module_patterns([])

@@ -18,6 +18,7 @@ from lcsc.cli.common import (
 from lcsc.search import DEFAULT_METHOD, METHODS
 
 GROUP_METHODS = ("subspace", "cmaes")  # the CMA-ES methods search per-group vectors
+AUTO_GROUPS = "auto"  # --groups auto: one group per top-level module
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
@@ -191,9 +192,10 @@ def _search_groups(patterns: list[str], keys: list[str]) -> Groups | None:
     """``--groups`` resolved on the checkpoints' keys; None without it."""
     if not patterns:
         return None
-    from lcsc.trajectory.groups import resolve_groups, split_patterns
+    from lcsc.trajectory.groups import module_patterns, resolve_groups, split_patterns
 
-    return resolve_groups(keys, split_patterns(patterns))
+    given = split_patterns(patterns)
+    return resolve_groups(keys, module_patterns(keys) if given == [AUTO_GROUPS] else given)
 
 
 def _validation(args: argparse.Namespace) -> Validation | None:
@@ -373,6 +375,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         " matches dots) or, without * ? [, a module prefix ('net.embed': net.embed and"
         " net.embed.*); A|B joins alternatives into one group; names no pattern matches form"
         " the group 'rest'; a pattern matching nothing, or a name matched twice, is an error;"
+        f" '{AUTO_GROUPS}': one group per top-level module (module lists per entry);"
         f" needs --method {' or '.join(GROUP_METHODS)} (default: one vector for all parameters)",
     )
     p.add_argument(

@@ -92,6 +92,29 @@ def split_patterns(texts: Iterable[str]) -> list[str]:
     return patterns
 
 
+def module_patterns(keys: Sequence[str]) -> list[str]:
+    """One module-prefix pattern per top-level module of ``keys`` (``--groups auto``).
+
+    The top level is the first name component after the prefix that every key shares
+    (``net.`` in ``net.inp.weight``, ``net.blocks.0.fc1.bias``, ...); a module list's entries
+    (a component followed by an integer, ``blocks.0``) are modules of their own. Patterns come
+    in the order of the keys' first appearance; a single tensor gives its own name.
+    """
+    if not keys:
+        raise LcscError("groups: the checkpoints hold no keys")
+    parts = [key.split(".") for key in keys]
+    depth = 0  # the number of leading components every key shares, keeping one per key
+    while all(len(p) > depth + 1 and p[depth] == parts[0][depth] for p in parts):
+        depth += 1
+    patterns: list[str] = []
+    for p in parts:
+        take = depth + 2 if len(p) > depth + 2 and p[depth + 1].isdigit() else depth + 1
+        pattern = ".".join(p[:take])
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
 def resolve_groups(keys: Sequence[str], patterns: Sequence[str]) -> Groups:
     """Group ``keys`` by ``patterns`` (syntax in the module docstring).
 
