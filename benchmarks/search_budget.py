@@ -143,7 +143,7 @@ def run_demo(args: argparse.Namespace) -> None:
     from lcsc.reference.generative.generator import FixedNoiseGenerator
     from lcsc.search import baselines
     from lcsc.trajectory import Trajectory
-    from lcsc.trajectory.groups import combine_groups, resolve_groups
+    from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 
     out = Path(args.out)
     traj = Trajectory.open(ensure_demo_run(out) / "trajectory").select(start=1)
@@ -159,7 +159,13 @@ def run_demo(args: argparse.Namespace) -> None:
     rates = default_ema_rates(traj.steps)
     star = baselines.ema_star(traj, search_fd, rates)
     star_held = held_fd(traj.combine(star.coefficients))
-    groups = None if args.groups is None else resolve_groups(traj.keys, GROUPINGS[args.groups])
+    if args.groups is None:
+        groups = None
+    else:  # auto: what `lcsc search --groups auto` picks, one group per top-level module
+        auto = args.groups == "auto"
+        groups = resolve_groups(
+            traj.keys, module_patterns(traj.keys) if auto else GROUPINGS[args.groups]
+        )
     if groups is not None:  # held-out FD in the second feature space too, at two budgets
         alt_fd = SampleFD(
             FixedNoiseGenerator(md, 5000, 0, "held_out"),
@@ -283,7 +289,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/search_budget", help="demo: run, searches, results")
     ap.add_argument(
         "--groups",
-        choices=sorted(GROUPINGS),
+        choices=sorted([*GROUPINGS, "auto"]),
         default=None,
         help="demo: one coefficient vector per parameter group (default: one for all)",
     )
