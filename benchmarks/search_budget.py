@@ -56,6 +56,9 @@ METHODS: dict[str, SearchConfig] = {
     "sep-cmaes-s1": CMAESConfig(diagonal=True, sigma_scale=1.0),
     "subspace-d24-s2": SubspaceConfig(sigma_scale=2.0, step_damping=1.0),
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
+    "subspace-d12": SubspaceConfig(dims=12),
+    "subspace-d48": SubspaceConfig(dims=48),
+    "hybrid-600": SubspaceConfig(full_after=600),
 }
 
 
