@@ -58,7 +58,6 @@ METHODS: dict[str, SearchConfig] = {
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
     "subspace-d12": SubspaceConfig(dims=12),
     "subspace-d48": SubspaceConfig(dims=48),
-    "hybrid-600": SubspaceConfig(full_after=600),
 }
 
 
@@ -235,21 +234,28 @@ def _scheduled_search(traj, fds, config, budget, seed, samples, schedule, rates)
     from lcsc.trajectory.span import SpanCombiner
 
     init = search.ema_init(traj.steps, rates)
-    combiner = SpanCombiner.build(traj, config.span(init)) or traj
+    span = config.span(init)  # combine from the span's models where the method has one
+    combiner = (None if span is None else SpanCombiner.build(traj, span)) or traj
     optimizer = config.make_optimizer(init, seed)
     spent, best, path = 0, (np.inf, init[0]), []  # spent in samples
+
+    def charge(n: int) -> None:  # n more samples spent: extend the path per evaluation's worth
+        nonlocal spent
+        path.extend([best[1]] * ((spent + n) // SEARCH_SAMPLES - spent // SEARCH_SAMPLES))
+        spent += n
+
     pending = list(schedule)
     while spent < budget * SEARCH_SAMPLES:
         if pending and spent >= pending[0][0] * SEARCH_SAMPLES:
             samples = pending.pop(0)[1]  # the best so far, scored again at the new fidelity
-            spent, best = spent + samples, (fds[samples](combiner.combine(best[1])), best[1])
+            best = (fds[samples](combiner.combine(best[1])), best[1])
+            charge(samples)
         for candidate in optimizer.ask_many(1 << 30):  # the rest of the batch
             score = fds[samples](combiner.combine(candidate))
             optimizer.tell(score)
             if np.isfinite(score) and score < best[0]:
                 best = (score, candidate)
-            before, spent = spent, spent + samples
-            path += [best[1]] * (spent // SEARCH_SAMPLES - before // SEARCH_SAMPLES)
+            charge(samples)
     return path[:budget]
 
 
