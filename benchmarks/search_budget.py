@@ -58,6 +58,7 @@ METHODS: dict[str, SearchConfig] = {
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
     "subspace-d12": SubspaceConfig(dims=12),
     "subspace-d48": SubspaceConfig(dims=48),
+    "hybrid-600": SubspaceConfig(full_after=600),  # with @500:150,..: switches with the fidelity
 }
 
 
