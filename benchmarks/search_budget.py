@@ -14,8 +14,9 @@ held-out FD after 1000 evaluations (mean over seeds), reached within 250. Every 
 one evaluation's worth is 2000 samples, so a budget of B buys B * 2000 / N evaluations and the
 table reads each curve at equal sample counts (multi-fidelity: cheaper, noisier scores).
 ``NAME@N1:E,N2`` switches from N1 to N2 samples once E evaluations' worth are spent, at the end
-of a batch (CMA population), and scores the best-so-far again with N2 samples (counted); such
-a schedule drives the optimizer by ask/tell here, in memory (it restarts if killed).
+of a batch (a CMA population, a generation), and scores the best-so-far again with N2 samples
+(counted); such a schedule drives the optimizer by ask/tell here, in memory (it restarts if
+killed).
 
     python benchmarks/search_budget.py synthetic [--seeds 0 1 2]
     python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace@1000]
@@ -58,7 +59,9 @@ METHODS: dict[str, SearchConfig] = {
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
     "subspace-d12": SubspaceConfig(dims=12),
     "subspace-d48": SubspaceConfig(dims=48),
-    "hybrid-600": SubspaceConfig(full_after=600),  # with @500:150,..: switches with the fidelity
+    "hybrid-600": SubspaceConfig(full_after=600),
+    "subspace-p8": SubspaceConfig(popsize=8),
+    "subspace-p26": SubspaceConfig(popsize=26),  # with @500:150,..: switches with the fidelity
 }
 
 
