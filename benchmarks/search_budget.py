@@ -10,13 +10,22 @@ samples of search noise; for every new best-so-far candidate, FD on 5000 samples
 noise, relative to EMA*'s held-out FD (EMA* chosen on search noise). Target: Algorithm 1's
 held-out FD after 1000 evaluations (mean over seeds), reached within 250. Every finished
 (method, seed) is cached in OUT/results.jsonl, and every search resumes from its workdir.
+``NAME@N`` (demo) searches with N samples per score instead of 2000 and counts cost in samples:
+one evaluation's worth is 2000 samples, so a budget of B buys B * 2000 / N evaluations and the
+table reads each curve at equal sample counts (multi-fidelity: cheaper, noisier scores).
+``NAME@N1:E,N2`` switches from N1 to N2 samples once E evaluations' worth are spent, at the end
+of a batch (a CMA population, a generation), and scores the best-so-far again with N2 samples
+(counted); such a schedule drives the optimizer by ask/tell here, in memory (it restarts if
+killed).
+
 ``--groups NAME`` searches one coefficient vector per parameter group of the demo's model
-(``GROUPINGS``; the method is recorded as ``METHOD/NAME``) and also scores the best-so-far at
-250 and 500 evaluations in the second feature space (``alt``, held-out noise).
+(``GROUPINGS``, or ``auto``: what ``lcsc search --groups auto`` picks; the method is recorded as
+``METHOD/NAME``) and also scores the best-so-far at 250 and 500 evaluations in the second
+feature space (``alt``, held-out noise).
 
     python benchmarks/search_budget.py synthetic [--seeds 0 1 2]
-    python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace]
-    python benchmarks/search_budget.py demo --budget 500 --methods subspace --groups blocks3
+    python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace@1000]
+    python benchmarks/search_budget.py demo --budget 500 --methods subspace --groups auto
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ from lcsc.search import CMAESConfig, EvolutionaryConfig, SearchConfig
 from lcsc.search.subspace import SubspaceConfig
 from lcsc.threads import default_threads
 
+SEARCH_SAMPLES = 2000  # samples per demo search score: one evaluation's worth
+
 METHODS: dict[str, SearchConfig] = {
     "alg1": EvolutionaryConfig(),
     "cmaes": CMAESConfig(),
@@ -52,6 +63,11 @@ METHODS: dict[str, SearchConfig] = {
     "sep-cmaes-s1": CMAESConfig(diagonal=True, sigma_scale=1.0),
     "subspace-d24-s2": SubspaceConfig(sigma_scale=2.0, step_damping=1.0),
     "subspace-d16-ema": SubspaceConfig(basis="ema", dims=16, step_damping=1.0),
+    "subspace-d12": SubspaceConfig(dims=12),
+    "subspace-d48": SubspaceConfig(dims=48),
+    "hybrid-600": SubspaceConfig(full_after=600),
+    "subspace-p8": SubspaceConfig(popsize=8),
+    "subspace-p26": SubspaceConfig(popsize=26),  # with @500:150,..: switches with the fidelity
     "subspace-d8": SubspaceConfig(dims=8),  # with 3 groups: 24 numbers, as ungrouped
 }
 # Parameter groups of the demo's MLP (lcsc.trajectory.groups patterns): input and time
@@ -155,9 +171,10 @@ def run_demo(args: argparse.Namespace) -> None:
             FixedNoiseGenerator(md, samples, 0, split), digits_features("main"), reference
         )
 
-    search_fd, held_fd = fd(2000, "search"), fd(5000, "held_out")
+    search_fds = {SEARCH_SAMPLES: fd(SEARCH_SAMPLES, "search")}
+    held_fd = fd(5000, "held_out")
     rates = default_ema_rates(traj.steps)
-    star = baselines.ema_star(traj, search_fd, rates)
+    star = baselines.ema_star(traj, search_fds[SEARCH_SAMPLES], rates)
     star_held = held_fd(traj.combine(star.coefficients))
     if args.groups is None:
         groups = None
@@ -166,8 +183,7 @@ def run_demo(args: argparse.Namespace) -> None:
         groups = resolve_groups(
             traj.keys, module_patterns(traj.keys) if auto else GROUPINGS[args.groups]
         )
-    if groups is not None:  # held-out FD in the second feature space too, at two budgets
-        alt_fd = SampleFD(
+        alt_fd = SampleFD(  # held-out FD in the second feature space too, at two budgets
             FixedNoiseGenerator(md, 5000, 0, "held_out"),
             digits_features("alt"),
             digits_reference(md, "alt"),
@@ -184,41 +200,116 @@ def run_demo(args: argparse.Namespace) -> None:
             r = json.loads(line)
             done[(r["method"], r["seed"])] = r
     for method in args.methods:
+        config, samples, schedule = method_and_samples(method)
+        if schedule and groups is not None:
+            raise SystemExit(f"--methods {method}: fidelity schedules take no --groups")
         name = method if groups is None else f"{method}/{args.groups}"
+        for n in [samples] + [n for _, n in schedule]:
+            if n not in search_fds:
+                search_fds[n] = fd(n, "search")
         for seed in args.seeds:
             if (name, seed) in done:
                 continue
             start = time.perf_counter()
-            result = search.run(
-                traj,
-                search_fd,
-                METHODS[method],
-                budget=args.budget,
-                seed=seed,
-                workdir=out / "search" / f"{name.replace('/', '+')}-{seed}",
-                init=search.ema_init(traj.steps, rates),
-                groups=groups,
-            )
-            search_s = time.perf_counter() - start
-            curve = _held_out_curve(result, lambda a: held_fd(combine(a)) / star_held)
+            if schedule:
+                path = _scheduled_search(
+                    traj, search_fds, config, args.budget, seed, samples, schedule, rates
+                )
+                held = {}  # held-out score per distinct best-so-far candidate
+                for a in path:
+                    if a.tobytes() not in held:
+                        held[a.tobytes()] = held_fd(traj.combine(a)) / star_held
+                curve = [held[a.tobytes()] for a in path]
+            else:
+                result = search.run(
+                    traj,
+                    search_fds[samples],
+                    config,
+                    budget=args.budget * SEARCH_SAMPLES // samples,  # the same samples in all
+                    seed=seed,
+                    workdir=out / "search" / f"{name.replace('/', '+')}-{seed}",
+                    init=search.ema_init(traj.steps, rates),
+                    groups=groups,
+                )
+                curve = _held_out_curve(result, lambda a: held_fd(combine(a)) / star_held)
             r = {
                 "method": name,
                 "seed": seed,
                 "budget": args.budget,
-                "held_out_rel": curve,
-                "search_s": search_s,
+                "samples": samples,
+                "held_out_rel": curve if schedule else _per_evaluation_cost(curve, samples),
+                "search_s": time.perf_counter() - start,
             }
             if groups is not None:
                 r["alt_rel"] = {
-                    str(b): alt_fd(combine(_best_so_far(result, b))) / star_alt
+                    str(b): alt_fd(combine(_best_so_far(result, b * SEARCH_SAMPLES // samples)))
+                    / star_alt
                     for b in (250, 500)
                     if b <= args.budget
                 }
             with results_path.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             done[(name, seed)] = r
-            print(f"  {name} seed {seed}: @end {curve[-1]:.3f} ({r['search_s']:.0f} s)", flush=True)
+            end = r["held_out_rel"][-1]
+            print(f"  {name} seed {seed}: @end {end:.3f} ({r['search_s']:.0f} s)", flush=True)
     _demo_table(done, star_held, args)
+
+
+def method_and_samples(name: str) -> tuple[SearchConfig, int, list[tuple[float, int]]]:
+    """``NAME``, ``NAME@N`` or ``NAME@N1:E,N2``: the config, the first search samples per
+    score and the schedule of switches (evaluations' worth spent, samples from then on)."""
+    method, _, fidelity = name.partition("@")
+    try:
+        first, *rest = fidelity.split(",") if fidelity else [str(SEARCH_SAMPLES)]
+        n, _, at = first.partition(":")
+        samples = [int(n)] + [int(r) for r in rest]
+        switches = [float(at)] if at else []
+    except ValueError:
+        samples, switches = [], []
+    if method not in METHODS or len(switches) != len(samples) - 1 or len(samples) > 2:
+        raise SystemExit(
+            f"--methods: {name!r} is not NAME, NAME@N or NAME@N1:E,N2, NAME in {sorted(METHODS)}"
+        )
+    if any(n < 1 or SEARCH_SAMPLES % n for n in samples):
+        raise SystemExit(f"--methods: {name!r}: samples must divide {SEARCH_SAMPLES}")
+    return METHODS[method], samples[0], list(zip(switches, samples[1:], strict=True))
+
+
+def _scheduled_search(traj, fds, config, budget, seed, samples, schedule, rates) -> list:
+    """Ask/tell search whose scores switch fidelity on ``schedule``, cost counted in samples:
+    the best-so-far candidate after each evaluation's worth (SEARCH_SAMPLES) of samples."""
+    from lcsc.trajectory.span import SpanCombiner
+
+    init = search.ema_init(traj.steps, rates)
+    span = config.span(init)  # combine from the span's models where the method has one
+    combiner = (None if span is None else SpanCombiner.build(traj, span)) or traj
+    optimizer = config.make_optimizer(init, seed)
+    spent, best, path = 0, (np.inf, init[0]), []  # spent in samples
+
+    def charge(n: int) -> None:  # n more samples spent: extend the path per evaluation's worth
+        nonlocal spent
+        path.extend([best[1]] * ((spent + n) // SEARCH_SAMPLES - spent // SEARCH_SAMPLES))
+        spent += n
+
+    pending = list(schedule)
+    while spent < budget * SEARCH_SAMPLES:
+        if pending and spent >= pending[0][0] * SEARCH_SAMPLES:
+            samples = pending.pop(0)[1]  # the best so far, scored again at the new fidelity
+            best = (fds[samples](combiner.combine(best[1])), best[1])
+            charge(samples)
+        for candidate in optimizer.ask_many(1 << 30):  # the rest of the batch
+            score = fds[samples](combiner.combine(candidate))
+            optimizer.tell(score)
+            if np.isfinite(score) and score < best[0]:
+                best = (score, candidate)
+            charge(samples)
+    return path[:budget]
+
+
+def _per_evaluation_cost(curve: list[float], samples: int) -> list[float]:
+    """The held-out curve read after every evaluation's worth (SEARCH_SAMPLES) of samples."""
+    step = SEARCH_SAMPLES // samples
+    return curve[step - 1 :: step]
 
 
 def _held_out_curve(result: search.SearchResult, held) -> list[float]:
@@ -284,7 +375,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("which", choices=["synthetic", "demo"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
+    ap.add_argument("--methods", nargs="+", default=None, help="NAME or NAME@SAMPLES (demo)")
     ap.add_argument("--budget", type=int, default=None, help="300 (synthetic), 1000 (demo)")
     ap.add_argument("--out", default="runs/search_budget", help="demo: run, searches, results")
     ap.add_argument(
@@ -296,11 +387,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(default_threads())
     if args.which == "synthetic":
-        args.methods = args.methods or ["alg1", "cmaes", "cmaes-s0.5", "subspace", "subspace-s2"]
+        args.methods = args.methods or ["alg1", "cmaes", "cmaes-s0.5", "subspace"]
+        unknown = sorted(set(args.methods) - set(METHODS))
+        if unknown:
+            raise SystemExit(f"--methods: {unknown} not in {sorted(METHODS)} (no @N here)")
         args.budget = args.budget or 300
         run_synthetic(args)
     else:
         args.methods = args.methods or ["alg1", "cmaes", "subspace"]
+        for name in args.methods:
+            method_and_samples(name)  # refuse a bad name before any work
         args.budget = args.budget or 1000
         run_demo(args)
 
