@@ -18,19 +18,8 @@ from lcsc.cli import main
 from lcsc.coefficients import read_coefficients
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import combine_groups, resolve_groups
+from tests.cli.conftest import OBJECTIVE
 from tests.conftest import child_env, kill_when_logged
-
-OBJECTIVE = """
-import os
-import time
-
-def make(target="0.0"):
-    t, pause = float(target), float(os.environ.get("GROUPS_TEST_DELAY", "0"))
-    def objective(sd):
-        time.sleep(pause)
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-"""
 
 
 def search_args(recorded: Path, work: Path, *extra: str, budget: int = 40) -> list[str]:
@@ -103,7 +92,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(recorded: Path, tmp_path: Path) 
     def command(work: Path) -> list[str]:
         return [sys.executable, "-m", "lcsc", *search_args(recorded, work, *groups, budget=budget)]
 
-    slow = child_env(tmp_path, GROUPS_TEST_DELAY="0.02")  # the same objective, slowed down
+    slow = child_env(tmp_path, OBJECTIVE_DELAY_S="0.02")  # the same objective, slowed down
     proc = subprocess.Popen(command(killed), cwd=tmp_path, env=slow, stderr=subprocess.DEVNULL)
     done = kill_when_logged(proc, killed / "history.jsonl", 20)
     assert 20 <= done < budget
