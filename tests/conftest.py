@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +103,26 @@ def fill(folder: Path) -> None:
                     pass
     finally:
         os.close(fd)
+
+
+def child_env(folder: Path, **extra: str) -> dict[str, str]:
+    """The environment of a child Python that imports modules from ``folder`` and this
+    checkout's lcsc (this process's ``sys.path``), not another installed copy."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path]), **extra}
+
+
+def kill_when_logged(
+    proc: subprocess.Popen[bytes], history: Path, lines: int, deadline_s: float = 120.0
+) -> int:
+    """Kill ``proc`` (SIGKILL, as ``kill -9``) once the search history file ``history`` holds
+    ``lines`` lines; returns the number of lines it holds after the kill."""
+    deadline = time.monotonic() + deadline_s
+    while not (history.exists() and history.read_bytes().count(b"\n") >= lines):
+        assert proc.poll() is None and time.monotonic() < deadline, "search ended too early"
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    return history.read_bytes().count(b"\n")
 
 
 @pytest.fixture(scope="session")

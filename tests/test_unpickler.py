@@ -191,3 +191,45 @@ def test_tensor_subclass_comes_back_as_a_plain_tensor(tmp_path: Path, fmt: str) 
     obj, placeholders = restricted_load(path)
     assert type(obj["w"]) is torch.Tensor and torch.equal(obj["w"], torch.arange(4.0))
     assert placeholders == [f"{__name__}.Marked"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_protocol_2_builtin_names_build_plain_containers(tmp_path: Path, fmt: str) -> None:
+    hp = {
+        "object_type": dict,  # type references, as OmegaConf's metadata holds them
+        "element_type": list,
+        "key_type": int,
+        "tags": {"a", "b"},  # protocol 2 pickles a set as a call: __builtin__.set([...])
+        "frozen": frozenset({1, 2}),
+        "pair": (1.5, "x"),
+    }
+    path = _save({"w": torch.ones(2), "hp": hp}, tmp_path / f"p2.{fmt}.pt", fmt)
+    raw = path.read_bytes()
+    assert b"c__builtin__\ndict\n" in raw and b"c__builtin__\nset\n" in raw  # Python 2 names
+    obj, placeholders = restricted_load(path)
+    assert placeholders == []
+    assert obj["hp"] == hp
+    assert obj["hp"]["object_type"] is dict and obj["hp"]["key_type"] is int
+    assert type(obj["hp"]["tags"]) is set and type(obj["hp"]["frozen"]) is frozenset
+
+
+def test_omegaconf_config_lists_only_its_own_classes(tmp_path: Path) -> None:
+    omegaconf = pytest.importorskip("omegaconf")
+    cfg = omegaconf.OmegaConf.create({"lr": 0.1, "layers": [1, 2]})
+    path = _save({"state_dict": {"w": torch.ones(2)}, "cfg": cfg}, tmp_path / "oc.pt", "zip")
+    got = read_checkpoint(path)
+    assert torch.equal(got.tensors["w"], torch.ones(2))
+    assert "omegaconf.dictconfig.DictConfig" in got.extraction.placeholders
+    assert not [n for n in got.extraction.placeholders if n.startswith(("builtins", "__builtin"))]
+
+
+def test_python_2_names_of_other_builtins_stay_placeholders(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    code = f'__import__("pathlib").Path("{marker}").touch()'
+    for module in (b"__builtin__", b"builtins"):
+        raw = b"c" + module + b"\neval\n(S'" + code.encode() + b"'\ntR."
+        obj, placeholders = restricted_load(_save_raw(raw, tmp_path / "e.pt", "zip"))
+        assert placeholders == ["builtins.eval"] and obj.args == ((code,), {})
+        assert not marker.exists()
+    pickle.loads(raw)  # the payload is real: a full unpickle runs it
+    assert marker.exists()

@@ -3,15 +3,19 @@
 Training checkpoints often pickle more than weights: hyper-parameter objects (an argparse
 ``Namespace``, an OmegaConf config), callback states. :func:`restricted_load` reads such files
 with an unpickler that resolves a global only through a fixed table of torch's tensor-rebuild
-functions, storage types, dtypes and ``OrderedDict``; every other global becomes an inert
+functions, storage types, dtypes, ``OrderedDict`` and the plain built-in containers and value
+types (``dict``, ``set``, ``int``, ...); every other global becomes an inert
 :class:`Placeholder` class. So no constructor, ``__reduce__`` callable or ``__setstate__`` of
 the file's classes ever runs and no module the file names is imported: a malicious pickle yields
 at most placeholders. Both torch formats are read: the zip archive (``torch.save``'s default)
-and the legacy stream (``_use_new_zipfile_serialization=False``).
+and the legacy stream (``_use_new_zipfile_serialization=False``). Python 2 names, which
+``torch.save``'s pickle protocol 2 writes (``__builtin__.dict``), are read as their Python 3
+names, as pickle's own ``fix_imports`` does.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import struct
 import zipfile
@@ -152,6 +156,10 @@ def _rebuild_from_type_v2(func, _new_type, args, _state):  # type: ignore[no-unt
     return func(*args)
 
 
+# Built-ins a pickle may name (OmegaConf stores ``object_type=dict``) or call (protocol 2 pickles a
+# set as ``set([...])``): calling one builds a container or value from what the file already
+# holds. Not ``bytes``, ``bytearray`` or ``range``: ``bytes(10**12)`` allocates from a few bytes.
+_BUILTINS = (dict, list, tuple, set, frozenset, bool, int, float, complex, str)
 _REBUILDERS: tuple[Callable[..., Any], ...] = (
     _rebuild_tensor_v2,
     _rebuild_tensor_v3,
@@ -166,6 +174,7 @@ _GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
     **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_TYPES.items()},
     **{("torch", name): dtype for name, dtype in _DTYPES.items()},
+    **{("builtins", t.__name__): t for t in _BUILTINS},
 }
 
 
@@ -178,7 +187,7 @@ class _Unpickler(pickle.Unpickler):
         self.placeholders: dict[tuple[str, str], type[Placeholder]] = {}
 
     def find_class(self, module: str, name: str) -> Any:
-        key = (str(module), str(name))
+        key = _python3_name(str(module), str(name))
         if key in _GLOBALS:
             return _GLOBALS[key]
         cls = self.placeholders.get(key)
@@ -193,6 +202,14 @@ class _Unpickler(pickle.Unpickler):
         if not isinstance(pid, tuple) or not pid:
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         return self._storage(pid)
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """A Python 2 global's Python 3 name (``__builtin__.long`` -> ``builtins.int``), by pickle's
+    own table; the name only, nothing is imported."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _storage_dtype(storage_type: Any) -> torch.dtype:

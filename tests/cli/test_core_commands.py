@@ -14,14 +14,7 @@ from lcsc.checkpoint import read_checkpoint, write_checkpoint
 from lcsc.cli import main
 from lcsc.ema import ema_coefficients
 from lcsc.trajectory import Trajectory
-
-OBJECTIVE = """
-def make(target="0.0"):
-    t = float(target)
-    def objective(sd):
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-"""
+from tests.cli.conftest import OBJECTIVE
 
 
 def _lcsc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -4,12 +4,9 @@ kill -9 and resume, error lines."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +18,8 @@ from lcsc.cli import main
 from lcsc.coefficients import read_coefficients
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
-
-OBJECTIVE = """
-import os
-import time
-
-def make(target="0.0"):
-    t, pause = float(target), float(os.environ.get("GROUPS_TEST_DELAY", "0"))
-    def objective(sd):
-        time.sleep(pause)
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-"""
+from tests.cli.conftest import OBJECTIVE
+from tests.conftest import child_env, kill_when_logged
 
 
 def search_args(recorded: Path, work: Path, *extra: str, budget: int = 40) -> list[str]:
@@ -100,21 +87,14 @@ def test_kill_9_then_rerun_equals_uninterrupted(recorded: Path, tmp_path: Path) 
     (tmp_path / "groups_objective.py").write_text(OBJECTIVE)
     budget, killed, whole = 80, tmp_path / "killed", tmp_path / "whole"
     groups = ["--groups", "0,3", "--method", "cmaes"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env = child_env(tmp_path)
 
     def command(work: Path) -> list[str]:
         return [sys.executable, "-m", "lcsc", *search_args(recorded, work, *groups, budget=budget)]
 
-    slow = {**env, "GROUPS_TEST_DELAY": "0.02"}  # the same objective, slowed down
+    slow = child_env(tmp_path, OBJECTIVE_DELAY_S="0.02")  # the same objective, slowed down
     proc = subprocess.Popen(command(killed), cwd=tmp_path, env=slow, stderr=subprocess.DEVNULL)
-    history = killed / "history.jsonl"
-    deadline = time.monotonic() + 120
-    while not (history.exists() and history.read_bytes().count(b"\n") >= 20):
-        assert proc.poll() is None and time.monotonic() < deadline, "search ended too early"
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    done = history.read_bytes().count(b"\n")
+    done = kill_when_logged(proc, killed / "history.jsonl", 20)
     assert 20 <= done < budget
     for work in (killed, whole):
         finished = subprocess.run(
@@ -194,7 +174,7 @@ def test_merge_errors_name_the_file(
 
 def test_torchrun_grouped_search_equals_one_process(recorded: Path, tmp_path: Path) -> None:
     (tmp_path / "groups_objective.py").write_text(OBJECTIVE)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env = child_env(tmp_path)
     run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 300}
     grouped = ["--groups", "0|3", "--method", "cmaes"]
     one = subprocess.run(

@@ -23,17 +23,15 @@ from lcsc.atomic import TMP_PREFIX
 from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
 from lcsc.trajectory import Trajectory
+from tests.cli.conftest import OBJECTIVE as SHARED_OBJECTIVE
 
-OBJECTIVE = """
-def make(target="0.0"):
-    t = float(target)
-    def objective(sd):
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-
+OBJECTIVE = (
+    SHARED_OBJECTIVE
+    + """
 def other(target="0.0"):
     return make(target)
 """
+)
 
 
 def lcsc(args: list[object]) -> int:

@@ -8,13 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-OBJECTIVE = """
-def make(target="0.0"):
-    t = float(target)
-    def objective(sd):
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-"""
+from tests.cli.conftest import OBJECTIVE
 
 
 def _free_port() -> int:

@@ -14,14 +14,7 @@ from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
 from lcsc.search import ema_init
 from lcsc.trajectory import Trajectory
-
-OBJECTIVE = """
-def make(target="0.0"):
-    t = float(target)
-    def objective(sd):
-        return float(sum((v.double() - t).pow(2).sum() for v in sd.values() if v.is_floating_point()))
-    return objective
-"""
+from tests.cli.conftest import OBJECTIVE
 
 
 def distance(sd: dict[str, torch.Tensor], target: float) -> float:

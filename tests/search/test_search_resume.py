@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import runpy
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +12,7 @@ import pytest
 
 from lcsc.errors import SearchError
 from lcsc.search import CMAESConfig, EvolutionaryConfig, iterate, minimize
+from tests.conftest import child_env, kill_when_logged
 
 K = 10
 BUDGET = 60
@@ -225,21 +222,6 @@ def test_objective_failure_keeps_a_valid_history(
     assert_same_history(got.history, want.history)
 
 
-OBJECTIVE = """
-import time
-import numpy as np
-
-K = {k}
-rows = [np.exp(np.linspace(0.0, 1.0 + 2.0 * r, K)) for r in range(3)]
-INIT = np.stack([w / w.sum() for w in rows])
-TARGET = np.linspace(-1.0, 3.0, K) / K
-TARGET += (1.0 - TARGET.sum()) / K
-DELAY = [0.0]
-
-def score(a):
-    time.sleep(DELAY[0])
-    return float(np.sum((a - TARGET) ** 2))
-"""
 SCRIPT = """
 import sys
 from lcsc.search import minimize
@@ -251,24 +233,18 @@ minimize(obj.score, obj.INIT, sys.argv[2], budget=int(sys.argv[3]), seed=5, work
 
 
 @pytest.mark.parametrize("method", ["evolutionary", "cmaes"])
-def test_kill_9_then_rerun_equals_uninterrupted(method, tmp_path, assert_same_history) -> None:
+def test_kill_9_then_rerun_equals_uninterrupted(
+    method, tmp_path, assert_same_history, write_kill9_objective
+) -> None:
     budget = 120
-    (tmp_path / "kill9_objective.py").write_text(OBJECTIVE.format(k=K))
+    obj = write_kill9_objective(tmp_path, K)  # the same objective, no delay
     (tmp_path / "search.py").write_text(SCRIPT)
     workdir = tmp_path / "run"
-    history = workdir / "history.jsonl"
     command = [sys.executable, str(tmp_path / "search.py"), str(workdir), method, str(budget)]
-    proc = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(tmp_path)})
-    deadline = time.monotonic() + 60
-    while not (history.exists() and history.read_bytes().count(b"\n") >= 25):
-        assert proc.poll() is None and time.monotonic() < deadline, "search ended too early"
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    done = history.read_bytes().count(b"\n")
+    proc = subprocess.Popen(command, env=child_env(tmp_path))
+    done = kill_when_logged(proc, workdir / "history.jsonl", 25)
     assert 25 <= done < budget
 
-    obj = runpy.run_path(str(tmp_path / "kill9_objective.py"))  # same objective, no delay
     got = minimize(obj["score"], obj["INIT"], method, budget=budget, seed=5, workdir=workdir)
     want = minimize(obj["score"], obj["INIT"], method, budget=budget, seed=5)
     assert_same_history(got.history, want.history)

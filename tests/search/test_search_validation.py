@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ import torch
 
 from lcsc.errors import SearchError
 from lcsc.search import Penalty, Validation, iterate, minimize, run
+from tests.conftest import child_env, kill_when_logged
 
 K = 8
 BUDGET = 60
@@ -361,25 +359,6 @@ def test_reserved_identity_keys(problem) -> None:
         iterate(f, init, budget=5, identity={"validation": 1}, validation=Validation(g))
 
 
-OBJECTIVE = """
-import time
-import numpy as np
-
-K = {k}
-rows = [np.exp(np.linspace(0.0, 1.0 + 2.0 * r, K)) for r in range(3)]
-INIT = np.stack([w / w.sum() for w in rows])
-TARGET = np.linspace(-1.0, 3.0, K) / K
-TARGET += (1.0 - TARGET.sum()) / K
-OTHER = INIT[1]
-DELAY = [0.0]
-
-def score(a):
-    time.sleep(DELAY[0])
-    return float(np.sum((a - TARGET) ** 2))
-
-def validate(a):
-    return float(np.abs(a - OTHER).sum())
-"""
 SCRIPT = """
 import sys
 from lcsc.search import Validation, minimize
@@ -393,36 +372,20 @@ minimize(obj.score, obj.INIT, "cmaes", budget=150, seed=5, workdir=sys.argv[1],
 
 
 def test_kill_9_with_validation_then_rerun_equals_uninterrupted(
-    tmp_path, assert_same_history
+    tmp_path, assert_same_history, write_kill9_objective
 ) -> None:
-    (tmp_path / "kill9_objective.py").write_text(OBJECTIVE.format(k=K))
+    obj = write_kill9_objective(tmp_path, K)
     (tmp_path / "search.py").write_text(SCRIPT)
     workdir = tmp_path / "run"
-    history = workdir / "history.jsonl"
-    path = os.pathsep.join([str(tmp_path), *sys.path])  # this checkout's lcsc, not another
-    proc = subprocess.Popen(
-        [sys.executable, str(tmp_path / "search.py"), str(workdir)],
-        env={**os.environ, "PYTHONPATH": path},
-    )
-    deadline = time.monotonic() + 60
-    while not (history.exists() and history.read_bytes().count(b"\n") >= 40):
-        assert proc.poll() is None and time.monotonic() < deadline, "search ended too early"
-        time.sleep(0.002)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    done = history.read_bytes().count(b"\n")
+    command = [sys.executable, str(tmp_path / "search.py"), str(workdir)]
+    proc = subprocess.Popen(command, env=child_env(tmp_path))
+    done = kill_when_logged(proc, workdir / "history.jsonl", 40)
     assert 40 <= done < 150
 
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import kill9_objective as obj  # noqa: PLC0415
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("kill9_objective", None)
-    validation = Validation(obj.validate, validate_every=3, identity="v")
+    validation = Validation(obj["validate"], validate_every=3, identity="v")
     args = {"budget": 150, "seed": 5, "validation": validation}
-    got = minimize(obj.score, obj.INIT, "cmaes", workdir=workdir, **args)
-    want = minimize(obj.score, obj.INIT, "cmaes", **args)
+    got = minimize(obj["score"], obj["INIT"], "cmaes", workdir=workdir, **args)
+    want = minimize(obj["score"], obj["INIT"], "cmaes", **args)
     assert_same_result(got, want, assert_same_history)
     assert sum(e.resumed for e in got.history) == done
     assert any(e.resumed and e.validation is not None for e in got.history)

@@ -1,4 +1,5 @@
-"""The search loop: ask a candidate, score it, log it, tell the optimizer; and resume.
+"""Running a search: :func:`iterate` and :func:`minimize` on coefficients, :func:`run` on a
+trajectory; the loop itself (ask, score, log, tell; replay) is :mod:`lcsc.search.loop`.
 
 A search is a pure function of (method, config, seed, init) and of the scores it
 receives. With a ``workdir`` every completed evaluation is appended to its history;
@@ -10,13 +11,9 @@ killed at any moment ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import logging
-import math
 import os
-from collections.abc import Callable, Generator, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,24 +22,30 @@ from lcsc.config import integer
 from lcsc.ema import default_ema_rates, ema_coefficients
 from lcsc.errors import SearchError
 from lcsc.search import distributed as spread
-from lcsc.search.base import Optimizer, SearchConfig
+from lcsc.search.base import SearchConfig
 from lcsc.search.cmaes import CMAESConfig
 from lcsc.search.evolutionary import EvolutionaryConfig
 from lcsc.search.grouped import GroupedConfig, tile_init
 from lcsc.search.history import History, make_header
+from lcsc.search.loop import search
+from lcsc.search.model_level import (
+    TrajectoryLike,
+    check_groups,
+    check_workdir,
+    on_coefficients,
+    span_combiner,
+    validation_on_coefficients,
+)
 from lcsc.search.penalty import Penalty, PenaltyTerm
 from lcsc.search.random_search import RandomConfig
 from lcsc.search.results import Evaluation, SearchResult
 from lcsc.search.subspace import SubspaceConfig
 from lcsc.search.validation import SearchPath, Validation, callable_name, with_levers
 from lcsc.threads import using as using_threads
-from lcsc.trajectory.groups import Groups, combine_groups
-from lcsc.trajectory.span import SpanCombiner
+from lcsc.trajectory.groups import Groups
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
-
-log = logging.getLogger(__name__)
 
 METHODS: dict[str, type[SearchConfig]] = {
     config.method: config
@@ -55,17 +58,6 @@ INIT_SUM_TOLERANCE = 1e-9
 ScoreFn = Callable[[npt.NDArray[np.float64]], float]
 Method = str | SearchConfig
 Workdir = str | os.PathLike[str] | None
-
-
-class TrajectoryLike(Protocol):
-    """What :func:`run` needs from a trajectory (see :mod:`lcsc.trajectory`)."""
-
-    @property
-    def steps(self) -> Sequence[int]: ...
-
-    def combine(self, coefficients: npt.NDArray[np.float64]) -> dict[str, torch.Tensor]: ...
-
-    def fingerprint(self) -> str: ...
 
 
 def resolve_method(method: Method) -> SearchConfig:
@@ -153,110 +145,7 @@ def iterate(
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
         history = History(workdir, header)
     pool = pool or spread.LocalPool(score_fn)
-    return _search(pool, init_arr, config, budget, seed, history, path, on_resume)
-
-
-def _search(
-    pool: spread.LocalPool,
-    init: npt.NDArray[np.float64],
-    config: SearchConfig,
-    budget: int,
-    seed: int,
-    history: History | None,
-    path: SearchPath,
-    on_resume: Callable[[int], None] | None,
-) -> Generator[Evaluation, None, None]:
-    optimizer = config.make_optimizer(init, seed)
-    try:
-        index = 0
-        if history is not None:
-            for evaluation in _replay(optimizer, history, path):
-                index += 1
-                yield evaluation
-            if index and on_resume is not None:
-                on_resume(index)
-        while index < budget and not path.stopped:  # early stop: validation stopped improving
-            candidates = optimizer.ask_many(min(pool.size, budget - index))
-            for offset, candidate in enumerate(candidates):
-                if not np.isfinite(candidate).all():
-                    raise SearchError(
-                        f"the search diverged: candidate {index + offset} has non-finite "
-                        "coefficients (is the objective unbounded below?)"
-                    )
-            for candidate, outcome in zip(candidates, pool.map(candidates), strict=True):
-                score, wall_time_s = _outcome(outcome, candidate, index, history)
-                penalty, validated = path.step(index, candidate, score, history)
-                if history is not None:  # logged before anyone sees it: a kill loses nothing
-                    history.append(index, candidate, score, wall_time_s, validated)
-                optimizer.tell(score + penalty)
-                yield Evaluation(
-                    index,
-                    _readonly(candidate),
-                    score,
-                    wall_time_s,
-                    penalty=penalty,
-                    validation=validated,
-                )
-                index += 1
-                if path.stopped:  # the rest of the batch is dropped, as one process never asks it
-                    break
-    finally:
-        if history is not None:
-            history.close()
-
-
-def _replay(optimizer: Optimizer, history: History, path: SearchPath) -> Iterator[Evaluation]:
-    """Open ``history`` and feed its recorded scores to a fresh ``optimizer``."""
-    records = history.open()
-    if records:
-        log.info("%s: replaying %d recorded evaluations", history.workdir, len(records))
-    for record in records:
-        candidate = optimizer.ask()
-        if not np.array_equal(candidate, record.coefficients):
-            raise SearchError(
-                f"history does not match the search: candidate {record.index} in "
-                f"{history.history_path} differs from the one this search proposes "
-                "(edited files, or other lcsc/numpy/pycma versions or BLAS?); "
-                "choose another workdir"
-            )
-        penalty = path.replay(record.index, candidate, record.score, record.validation)
-        optimizer.tell(record.score + penalty)
-        yield Evaluation(
-            record.index,
-            _readonly(candidate),
-            record.score,
-            record.wall_time_s,
-            resumed=True,
-            penalty=penalty,
-            validation=record.validation,
-        )
-
-
-def _outcome(
-    outcome: spread.Outcome,
-    candidate: npt.NDArray[np.float64],
-    index: int,
-    history: History | None,
-) -> tuple[float, float]:
-    """``(score, wall time)`` of a scored candidate; a failure raises :class:`SearchError`."""
-    if isinstance(outcome, (BaseException, str)):
-        error = outcome if isinstance(outcome, str) else f"{type(outcome).__name__}: {outcome}"
-        where = ""
-        if history is not None:
-            path = history.save_failed(index, candidate, error)
-            where = f" (coefficients saved to {path})"
-        cause = outcome if isinstance(outcome, BaseException) else None
-        raise SearchError(f"objective failed on candidate {index}{where}: {error}") from cause
-    score, wall_time_s = outcome
-    if not math.isfinite(score):
-        log.warning("candidate %d scored %r; it ranks last", index, score)
-        score = math.nan
-    return score, wall_time_s
-
-
-def _readonly(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    a.flags.writeable = False  # shared by the history and callbacks: keep it intact
-    return a
+    return search(pool, init_arr, config, budget, seed, history, path, on_resume)
 
 
 def minimize(
@@ -366,20 +255,6 @@ def ema_init(steps: Sequence[int], rates: Sequence[float] | None = None) -> npt.
     return np.stack(rows)
 
 
-def _span_combiner(
-    trajectory: TrajectoryLike,
-    config: SearchConfig,
-    init: npt.NDArray[np.float64],
-    budget: int,
-) -> TrajectoryLike | SpanCombiner:
-    """A :class:`SpanCombiner` when the method searches a span of at most K/4 vectors and
-    the budget repays computing their models; else the trajectory itself."""
-    span = config.span(init)
-    if span is None or 4 * len(span) > init.shape[1] or budget < 2 * len(span):
-        return trajectory
-    return SpanCombiner.build(trajectory, span) or trajectory
-
-
 def run(
     trajectory: TrajectoryLike,
     objective: Callable[[dict[str, torch.Tensor]], float],
@@ -426,20 +301,9 @@ def run(
     spread.check_split(split)
     integer("seed", seed, 0, error=SearchError)
     if workdir is not None:
-        _check_workdir(workdir, getattr(trajectory, "paths", ()))  # duck types may have none
+        check_workdir(workdir, getattr(trajectory, "paths", ()))  # duck types may have none
     steps = [int(s) for s in trajectory.steps]
-    if len(steps) < 2:
-        raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")
-    if init is None:
-        init = ema_init(steps, ema_rates)
-    elif ema_rates is not None:
-        raise SearchError("pass either init or ema_rates, not both")
-    init_arr = check_init(init, resolve_method(method))
-    if init_arr.shape[1] != len(steps):
-        raise SearchError(
-            f"init has K={init_arr.shape[1]} columns but the trajectory holds "
-            f"{len(steps)} checkpoints"
-        )
+    init_arr = _initial_population(steps, init, ema_rates, resolve_method(method))
     if objective_identity is None:
         objective_identity = callable_name(objective)
     identity = {
@@ -447,21 +311,15 @@ def run(
         "fingerprint": trajectory.fingerprint(),
         "objective": objective_identity,
     }
-
     if groups is not None:
-        identity["groups"] = _check_groups(groups, trajectory)
+        identity["groups"] = check_groups(groups, trajectory)
     if validation is not None:  # the same settings, on coefficients
-        validation = _on_coefficients(validation, trajectory, groups)
+        validation = validation_on_coefficients(validation, trajectory, groups)
     if spread.active(distributed):  # on every rank alike; one process ignores ``split``
         objective = spread.for_split(objective, split)
     with using_threads(threads):
-        combiner = _span_combiner(trajectory, resolve_method(method), init_arr, budget)
-
-        def score_fn(coefficients: npt.NDArray[np.float64]) -> float:
-            if groups is not None:
-                return objective(combine_groups(combiner, groups, coefficients))
-            return objective(combiner.combine(coefficients))
-
+        combiner = span_combiner(trajectory, resolve_method(method), init_arr, budget)
+        score_fn = on_coefficients(objective, combiner, groups)
         if groups is not None:  # one block of K coefficients per group
             method = GroupedConfig(inner=resolve_method(method), groups=len(groups))
             init_arr = tile_init(init_arr, len(groups))
@@ -482,34 +340,23 @@ def run(
         )
 
 
-def _on_coefficients(
-    validation: Validation, trajectory: TrajectoryLike, groups: Groups | None
-) -> Validation:
-    objective = validation.objective
-
-    def validate(coefficients: npt.NDArray[np.float64]) -> float:
-        if groups is not None:
-            return objective(combine_groups(trajectory, groups, coefficients))
-        return objective(trajectory.combine(coefficients))
-
-    identity = validation.describe()["objective"]  # of the user's callable, not the wrapper
-    return dataclasses.replace(validation, objective=validate, identity=identity)
-
-
-def _check_groups(groups: Groups, trajectory: TrajectoryLike) -> list[dict[str, Any]]:
-    """The groups' description for the identity; they must be of the trajectory's keys."""
-    if list(groups.keys) != list(getattr(trajectory, "keys", [])):
-        raise SearchError("groups must be resolved from the trajectory's keys (resolve_groups)")
-    return groups.describe()
-
-
-def _check_workdir(workdir: str | os.PathLike[str], paths: Sequence[os.PathLike[str]]) -> None:
-    """Refuse a workdir in a folder of the trajectory: its files would mix with them."""
-    work = Path(workdir).resolve()
-    for folder in {Path(p).parent.resolve() for p in paths}:
-        if work == folder or folder in work.parents:
-            raise SearchError(
-                f"workdir {workdir}: is {'' if work == folder else 'inside '}the folder of"
-                f" the trajectory's checkpoints ({folder}); the search's files would mix with"
-                " them: choose a workdir outside it"
-            )
+def _initial_population(
+    steps: list[int],
+    init: npt.ArrayLike | None,
+    ema_rates: Sequence[float] | None,
+    config: SearchConfig,
+) -> npt.NDArray[np.float64]:
+    """``init`` (else the EMA vectors for ``ema_rates``), checked against the trajectory."""
+    if len(steps) < 2:
+        raise SearchError(f"trajectory must hold at least 2 checkpoints; got {len(steps)}")
+    if init is None:
+        init = ema_init(steps, ema_rates)
+    elif ema_rates is not None:
+        raise SearchError("pass either init or ema_rates, not both")
+    init_arr = check_init(init, config)
+    if init_arr.shape[1] != len(steps):
+        raise SearchError(
+            f"init has K={init_arr.shape[1]} columns but the trajectory holds "
+            f"{len(steps)} checkpoints"
+        )
+    return init_arr

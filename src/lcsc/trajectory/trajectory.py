@@ -8,49 +8,26 @@ tensor and works for trajectories larger than RAM.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lcsc.atomic import check_not_input
-from lcsc.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from lcsc.checkpoint import Checkpoint
 from lcsc.errors import LcscError, TrajectoryError
 from lcsc.state_dict import Extraction
-from lcsc.trajectory import layout, sources
-from lcsc.trajectory.combine import weighted_sum
+from lcsc.trajectory import entries as stored
+from lcsc.trajectory import layout, saving, sources
+from lcsc.trajectory.checks import all_finite, check_structure, check_values
 from lcsc.trajectory.compact import chain_weights
 from lcsc.trajectory.groups import Groups, combine_groups
+from lcsc.trajectory.segments import Segment, combine_segment, plan_segments
 
-
-@dataclass
-class _Entry:
-    """One stored file of a trajectory."""
-
-    step: int
-    ckpt: Checkpoint
-    encoding: str = layout.FULL
-    exponents: dict[str, int] = field(default_factory=dict)
-    chain_start: int = 0  # index of the full file that starts this entry's chain
-
-    @property
-    def path(self) -> Path:
-        return self.ckpt.path
-
-
-@dataclass(frozen=True)
-class _Segment:
-    """A run of same-dtype floating tensors combined as one flat vector."""
-
-    dtype: torch.dtype
-    keys: tuple[tuple[str, tuple[int, ...], int, int], ...]  # (key, shape, offset, numel)
-    byte_range: tuple[int, int] | None  # flat safetensors view, else None (one key)
+__all__ = ["Trajectory", "all_finite"]  # all_finite: also importable from here
 
 
 class Trajectory:
@@ -61,7 +38,7 @@ class Trajectory:
 
     def __init__(
         self,
-        entries: list[_Entry],
+        entries: list[stored.Entry],
         selected: list[int],
         metadata: dict[str, Any],
         *,
@@ -71,9 +48,9 @@ class Trajectory:
         self._selected = selected
         self.metadata = metadata
         self.source: sources.Source | None = None  # how from_paths found the files
-        self._check_structure()
+        check_structure(entries)
         if check_finite:
-            self._check_values()
+            check_values(entries)
         self._segments = self._plan_segments()
 
     # ----------------------------------------------------------------- construction
@@ -104,22 +81,7 @@ class Trajectory:
         ``key`` and ``strip_prefix`` are passed to :func:`lcsc.checkpoint.read_checkpoint`.
         """
         paths = [Path(p) for p in paths]
-        if not paths:
-            raise TrajectoryError("no checkpoint files given")
-        if steps is not None and len(steps) != len(paths):
-            raise TrajectoryError(f"got {len(steps)} steps for {len(paths)} files")
-        entries = []
-        for i, p in enumerate(paths):
-            ckpt = read_checkpoint(p, key=key, strip_prefix=strip_prefix)
-            entries.append(_make_entry(ckpt, None if steps is None else int(steps[i])))
-        entries.sort(key=lambda e: e.step)
-        for a, b in zip(entries, entries[1:], strict=False):
-            if a.step == b.step:
-                raise TrajectoryError(
-                    f"{a.path} and {b.path} have the same step {a.step}; pass the steps"
-                    " explicitly (--steps)"
-                )
-        _link_chains(entries)
+        entries = stored.read_entries(paths, steps, key=key, strip_prefix=strip_prefix)
         metadata = _metadata
         if metadata is None:
             raw = entries[-1].ckpt.metadata.get(layout.KEY_METADATA)
@@ -244,22 +206,7 @@ class Trajectory:
         diffusers component's weights), steps, sizes and layouts, each shard of a sharded
         checkpoint included. Cheap: no file is read, so an edit that keeps every size and
         tensor offset goes unseen."""
-        h = hashlib.sha256()
-        for i in self._needed():
-            e = self._entries[i]
-            name = e.path.name
-            if sources.is_component_weights(e.path):  # unet/ and unet_ema/ share file names
-                name = f"{e.path.parent.name}/{name}"
-            h.update(f"{name}|{e.step}|{e.path.stat().st_size}|{e.encoding}".encode())
-            for part in (e.ckpt, *e.ckpt.shards):
-                if part is not e.ckpt:
-                    h.update(f"|{part.path.name}|{part.path.stat().st_size}".encode())
-                if part.layout is not None:
-                    h.update(
-                        repr(sorted((k, v.begin, v.end) for k, v in part.layout.items())).encode()
-                    )
-        h.update(repr(self._selected).encode())
-        return h.hexdigest()[:16]
+        return stored.fingerprint([self._entries[i] for i in self._needed()], self._selected)
 
     # ----------------------------------------------------------------- combination
     def combine(
@@ -280,46 +227,23 @@ class Trajectory:
         only those keys, in the checkpoints' order (per-group coefficients,
         :mod:`lcsc.trajectory.groups`).
         """
-        a = np.asarray(
-            coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor) else coefficients,
-            dtype=np.float64,
-        )
-        if a.shape != (len(self),):
-            raise LcscError(f"expected {len(self)} coefficients, got shape {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise LcscError("coefficients must be finite")
+        a = _coefficient_vector(coefficients, len(self))
         needed = self._needed()
-        full = np.zeros(len(needed))
+        plain = np.zeros(len(needed))
         position = {idx: n for n, idx in enumerate(needed)}
         for coef, idx in zip(a, self._selected, strict=True):
-            full[position[idx]] = coef
+            plain[position[idx]] = coef
         starts = np.array([position[self._entries[i].chain_start] for i in needed])
-        chained = chain_weights(full, starts)
+        chained = chain_weights(plain, starts)
         entries = [self._entries[i] for i in needed]
         last = self._entries[self._selected[-1]]
         wanted = self.keys if keys is None else self._subset(keys)
         chosen = set(wanted)
         out: dict[str, torch.Tensor] = {}
         for seg in self._segments if keys is None else self._plan_segments(chosen):
-            acc = torch.float64 if torch.float64 in (accumulate, seg.dtype) else torch.float32
-            key = seg.keys[0][0]
-            # Delta-coded keys combine through their chains; all others value by value.
-            coded = seg.byte_range is None and any(key in e.exponents for e in entries)
-            sources, ws, small = [], [], []
-            for e, w_plain, w_chain in zip(entries, full, chained, strict=True):
-                if seg.byte_range is not None:
-                    sources.append(e.ckpt.flat_view(seg.dtype, *seg.byte_range))
-                else:
-                    sources.append(e.ckpt.tensors[key].reshape(-1))
-                delta = key in e.exponents
-                w = w_chain if coded else w_plain
-                ws.append(w * 2.0 ** e.exponents[key] if delta else w)
-                small.append(delta)
-            _check_weights(ws, acc)
-            flat = weighted_sum(sources, ws, acc_dtype=acc, device=device, separate=small)
-            flat = flat.to(seg.dtype)
-            for key, shape, offset, numel in seg.keys:
-                out[key] = flat[offset : offset + numel].view(shape)
+            out.update(
+                combine_segment(seg, entries, plain, chained, accumulate=accumulate, device=device)
+            )
         for key, t in last.ckpt.tensors.items():
             if not t.is_floating_point() and key in chosen:
                 out[key] = t.to(device or "cpu", copy=True)
@@ -347,65 +271,26 @@ class Trajectory:
         combination holds NaN/Inf (coefficients too large for the checkpoints' dtypes).
         """
         target = Path(path)
-        self._check_output(target)
+        inputs = [f for e in self._entries for f in e.ckpt.files]
+        saving.check_output(target, inputs, self.source)
         if groups is None:
             state = self.combine(coefficients)
             written = [float(c) for c in coefficients]
         else:
             state = combine_groups(self, groups, coefficients)
             written = groups.matrix(coefficients, len(self)).tolist()
-        for key, t in state.items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise LcscError(
-                    f"{path}: not written: key '{key}' of the combination overflows to NaN/Inf"
-                    " (coefficients too large for its dtype?)"
-                )
-        metadata = {
-            layout.KEY_METADATA: json.dumps(self.metadata, sort_keys=True),
-            "lcsc_steps": json.dumps(self.steps),
-            "lcsc_coefficients": json.dumps(written),
-        }
-        if groups is not None:
-            metadata["lcsc_groups"] = json.dumps(list(groups.names))
-        if self.writes_folder(target):
-            from lcsc.trajectory.export import save_pretrained
-
-            assert self.source is not None
-            return save_pretrained(target, state, metadata, self.source)
-        write_checkpoint(target, state, metadata)
-        return target
+        metadata = saving.combination_metadata(self.metadata, self.steps, written, groups)
+        return saving.write_combination(target, state, metadata, self.source)
 
     def writes_folder(self, path: str | os.PathLike[str]) -> bool:
         """Whether :meth:`save_combination` writes a ``from_pretrained`` folder at ``path``."""
-        has_config = self.source is not None and self.source.config is not None
-        return has_config and Path(path).suffix != ".safetensors"
+        return saving.writes_folder(self.source, path)
 
     def load(self, index: int) -> dict[str, torch.Tensor]:
         """Checkpoint ``index`` (of the selection) as a state dict, decoded if compact."""
         return self._view([self._selected[index]]).combine([1.0])
 
     # ----------------------------------------------------------------- internals
-    def _check_output(self, path: Path) -> None:
-        if path.suffix != ".safetensors" and not self.writes_folder(path):
-            what = "is a directory" if path.is_dir() else "expected a .safetensors file name"
-            raise TrajectoryError(  # lcsc could not read a file of another name back
-                f"{path}: {what}; write FILE.safetensors (a folder output needs a diffusers"
-                " component with a config.json)"
-            )
-        inputs = [f for e in self._entries for f in e.ckpt.files]
-        check_not_input(path, inputs, "one of the trajectory's files")
-        if self.writes_folder(path):
-            from lcsc.trajectory.export import weights_name
-
-            assert self.source is not None
-            check_not_input(path / weights_name(self.source), inputs, "a trajectory's file")
-        if self.source is not None and sources.lists_as_checkpoint(self.source, path):
-            raise TrajectoryError(
-                f"{path}: would become a checkpoint of the trajectory folder"
-                f" {self.source.root} (and break the next run on it); write it outside that"
-                " folder"
-            )
-
     @property
     def _reference(self) -> Checkpoint:
         return self._entries[self._entries[self._selected[0]].chain_start].ckpt
@@ -415,38 +300,6 @@ class Trajectory:
         first = self._entries[self._selected[0]].chain_start
         return list(range(first, self._selected[-1] + 1))
 
-    def _check_structure(self) -> None:
-        ref = self._entries[0]
-        for e in self._entries:
-            start = self._entries[e.chain_start]
-            for key in ref.ckpt.tensors.keys() - e.ckpt.tensors.keys():
-                raise TrajectoryError(f"{e.path}: key '{key}' missing (present in {ref.path})")
-            for key in e.ckpt.tensors.keys() - ref.ckpt.tensors.keys():
-                raise TrajectoryError(f"{e.path}: unexpected key '{key}' (absent from {ref.path})")
-            for key, t in e.ckpt.tensors.items():
-                r = ref.ckpt.tensors[key]
-                if tuple(t.shape) != tuple(r.shape):
-                    raise TrajectoryError(
-                        f"{e.path}: key '{key}' has shape {tuple(t.shape)}, expected"
-                        f" {tuple(r.shape)} as in {ref.path}"
-                    )
-                coded = key in e.exponents
-                dtype = start.ckpt.tensors[key].dtype if coded else t.dtype
-                if dtype != r.dtype:
-                    raise TrajectoryError(
-                        f"{e.path}: key '{key}' has dtype {dtype}, expected {r.dtype} as in"
-                        f" {ref.path}"
-                    )
-                if coded and (t.dtype != torch.float16 or not r.is_floating_point()):
-                    raise TrajectoryError(f"{e.path}: key '{key}': corrupt compact delta")
-
-    def _check_values(self) -> None:
-        for e in self._entries:
-            for key, t in e.ckpt.tensors.items():
-                if t.is_floating_point() and not all_finite(t):
-                    bad = int((~torch.isfinite(t)).sum())
-                    raise TrajectoryError(f"{e.path}: key '{key}' holds {bad} NaN/Inf values")
-
     def _subset(self, keys: Collection[str]) -> list[str]:
         """``keys`` in the checkpoints' order; an unknown key is an error."""
         chosen = set(keys)
@@ -455,113 +308,21 @@ class Trajectory:
             raise LcscError(f"no key {min(unknown)!r} in the checkpoints")
         return [k for k in self.keys if k in chosen]
 
-    def _plan_segments(self, only: Collection[str] | None = None) -> list[_Segment]:
-        """Group floating tensors (of ``only``, default all) into flat runs when every file
-        shares one safetensors layout (one weighted sum per run instead of per tensor); else
-        one segment per tensor."""
-        entries = [self._entries[i] for i in self._needed()]
-        ref = entries[0].ckpt
-        floats = [
-            k
-            for k, t in ref.tensors.items()
-            if t.is_floating_point() and (only is None or k in only)
-        ]
-        shared = ref.layout is not None and all(
-            e.encoding == layout.FULL
-            and e.ckpt.layout is not None
-            and all(e.ckpt.layout.get(k) == ref.layout[k] for k in floats)
-            for e in entries
-        )
-        if not shared:
-            return [
-                _Segment(
-                    ref.tensors[k].dtype,
-                    ((k, tuple(ref.tensors[k].shape), 0, ref.tensors[k].numel()),),
-                    None,
-                )
-                for k in floats
-            ]
-        assert ref.layout is not None
-        segments: list[_Segment] = []
-        run: list[str] = []
-        for key in sorted(floats, key=lambda k: ref.layout[k].begin):  # type: ignore[index]
-            info = ref.layout[key]
-            if run and (
-                ref.layout[run[-1]].dtype != info.dtype or ref.layout[run[-1]].end != info.begin
-            ):
-                segments.append(_flat_segment(ref, run))
-                run = []
-            run.append(key)
-        if run:
-            segments.append(_flat_segment(ref, run))
-        return segments
+    def _plan_segments(self, only: Collection[str] | None = None) -> list[Segment]:
+        """The segments of a combination (of the keys ``only``, default all)."""
+        return plan_segments([self._entries[i] for i in self._needed()], only)
 
 
-def _check_weights(weights: list[float], acc: torch.dtype) -> None:
-    """Refuse weights the accumulator cannot hold (torch would fail converting them)."""
-    limit = torch.finfo(acc).max
-    for w in weights:
-        if not abs(w) <= limit:  # also NaN, from inf - inf in a chain's suffix sums
-            raise LcscError(
-                f"coefficients too large to combine: a weight of {w:.3g} exceeds the"
-                f" {str(acc).removeprefix('torch.')} range ({limit:.3g})"
-            )
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """Whether every value of the floating tensor ``t`` is finite, at about the cost of a read.
-
-    One pass for the smallest and largest value: NaN propagates into both, an infinity is one
-    of them. Unlike a sum, this cannot overflow, and unlike ``isfinite(t).all()`` it writes no
-    mask (10x slower).
-    """
-    if t.numel() == 0:
-        return True
-    lo, hi = torch.aminmax(t)
-    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
-
-
-def _flat_segment(ref: Checkpoint, keys: list[str]) -> _Segment:
-    assert ref.layout is not None
-    infos = [ref.layout[k] for k in keys]
-    dtype = infos[0].dtype
-    size = torch.empty((), dtype=dtype).element_size()
-    begin = infos[0].begin
-    parts = tuple(
-        (k, i.shape, (i.begin - begin) // size, i.numel) for k, i in zip(keys, infos, strict=True)
+def _coefficient_vector(
+    coefficients: Sequence[float] | np.ndarray | torch.Tensor, k: int
+) -> np.ndarray:
+    """``coefficients`` as a finite float64 array of shape ``(k,)``."""
+    a = np.asarray(
+        coefficients.detach().cpu() if isinstance(coefficients, torch.Tensor) else coefficients,
+        dtype=np.float64,
     )
-    return _Segment(dtype, parts, (begin, infos[-1].end))
-
-
-def _make_entry(ckpt: Checkpoint, step: int | None) -> _Entry:
-    md = ckpt.metadata
-    if step is None:
-        stored = md.get(layout.KEY_STEP)
-        step = int(stored) if stored is not None else sources.step_from_path(ckpt.path)
-        if step is None:
-            raise TrajectoryError(
-                f"{ckpt.path}: no step number in the file name or its folders; pass the steps"
-                " explicitly (--steps)"
-            )
-    encoding = md.get(layout.KEY_ENCODING, layout.FULL)
-    if encoding not in (layout.FULL, layout.DELTA):
-        raise TrajectoryError(f"{ckpt.path}: unknown encoding '{encoding}'")
-    exponents = json.loads(md[layout.KEY_EXPONENTS]) if encoding == layout.DELTA else {}
-    for prefix in ckpt.extraction.stripped:  # keyed like the tensors: without the prefixes
-        exponents = {k[len(prefix) :]: e for k, e in exponents.items() if k.startswith(prefix)}
-    return _Entry(step, ckpt, encoding, exponents)
-
-
-def _link_chains(entries: list[_Entry]) -> None:
-    """Point each compact delta at the full file that starts its chain."""
-    for i, e in enumerate(entries):
-        if e.encoding == layout.FULL:
-            e.chain_start = i
-            continue
-        base = int(e.ckpt.metadata.get(layout.KEY_BASE_STEP, -1))
-        if i == 0 or entries[i - 1].step != base:
-            raise TrajectoryError(
-                f"{e.path}: compact checkpoint needs the checkpoint of step {base}, which is"
-                " missing; open the whole Recorder directory"
-            )
-        e.chain_start = entries[i - 1].chain_start
+    if a.shape != (k,):
+        raise LcscError(f"expected {k} coefficients, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise LcscError("coefficients must be finite")
+    return a

@@ -320,11 +320,19 @@ def test_cli_help_states_the_dataclass_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
+    options = text[text.index("options:") :]
+
+    def default_of(flag: str) -> str:  # the "(...default...)" of the flag's own help text
+        start = options.index(f" {flag} ") + len(flag) + 2
+        end = options.find(" --", start)
+        return options[start : end if end >= 0 else None]
+
     c, m = NoiseCurriculum(), MomentumDecay()
-    assert f"--curriculum-sigma SIGMA default {c.sigma_easy:g}" in text
-    assert f"--curriculum-tilt-start START default {c.tilt_start:g}" in text
-    assert f"--curriculum-tilt-end END default {c.tilt_end:g}" in text
-    assert f"reach END at F*iterations ({c.fraction:g})" in text
-    assert f"ramp exponent ({c.pace:g})" in text and f"ramp exponent ({m.pace:g})" in text
-    assert f"--momentum-end END default {m.end:g}" in text
-    assert f"learning-rate compensation (default {m.compensation})" in text
+    assert f"(default: {c.sigma_easy})" in default_of("--curriculum-sigma")
+    assert f"(default: {c.tilt_start})" in default_of("--curriculum-tilt-start")
+    assert f"(default: {c.tilt_end})" in default_of("--curriculum-tilt-end")
+    assert f"(default: {c.fraction})" in default_of("--curriculum-fraction")
+    assert f"default: {c.pace})" in default_of("--curriculum-pace")
+    assert f"(default: {m.end})" in default_of("--momentum-end")
+    assert f"default: {m.pace})" in default_of("--momentum-pace")
+    assert f"(default: {m.compensation})" in default_of("--momentum-compensation")
