@@ -161,7 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="spread the search's candidates over N local processes (torch.distributed, gloo on"
-        " 127.0.0.1; the same results as one process; default 1). Same as"
+        " 127.0.0.1; the same results as one process). Same as"
         " torchrun --nproc-per-node N -m lcsc demo",
     )
     add_threads(p)
