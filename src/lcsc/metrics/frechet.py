@@ -195,18 +195,24 @@ def _as_float64(x: object) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike[str], what: str = "statistics file") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read with ``allow_pickle=False``; one error line naming
+    the file (``what`` it should be) when it is missing or unreadable."""
     p = Path(path)
     if not p.is_file():
-        raise LcscError(f"{p}: no such statistics file")
+        raise LcscError(f"{p}: no such {what}")
     try:
         with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise LcscError(f"{p}: unreadable or corrupt statistics file: {exc}") from exc
+        raise LcscError(f"{p}: unreadable or corrupt {what}: {exc}") from exc
+
+
+def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    data = read_npz(path)
     missing = [k for k in _KEYS if k not in data]
     if missing:
-        raise LcscError(f"{p}: not a feature statistics file (missing {', '.join(missing)})")
+        raise LcscError(f"{path}: not a feature statistics file (missing {', '.join(missing)})")
     return data
 
 

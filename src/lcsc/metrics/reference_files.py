@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lcsc.errors import LcscError
-from lcsc.metrics.frechet import FeatureStats
+from lcsc.metrics.frechet import FeatureStats, read_npz
 from lcsc.metrics.reference import compute_features, reference_stats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -64,13 +64,7 @@ def stats_from_npz(path: str | os.PathLike[str], key: str | None = None) -> Feat
     else ``mean``/``cov`` (lcsc), ``mu``/``sigma`` (pytorch-fid; ``n`` is 0 when not stored), or
     raw features under ``features``. Read with ``allow_pickle=False``."""
     p = Path(path)
-    if not p.is_file():
-        raise LcscError(f"{p}: no such reference file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise LcscError(f"{p}: unreadable .npz file: {exc}") from exc
+    data = read_npz(p, "reference file")
     found = ", ".join(sorted(data)) or "nothing"
     if key:
         if key not in data:
