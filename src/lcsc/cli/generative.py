@@ -64,6 +64,7 @@ def _train_config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> Any:
         iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_final=args.lr_final,
         record_every=args.record_every,
         keep=args.keep,
         compact=args.compact,
@@ -182,7 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", type=Path, metavar="DIR", help="cd: a 'train dm' directory")
     p.add_argument("--keep", type=int, metavar="K", help="keep only the last K checkpoints")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--lr-final",
+        type=float,
+        metavar="LR",
+        help="learning rate of the last iteration, in the same units as --lr (per Adam step):"
+        " the lr follows a cosine from --lr down to LR (default: none, constant --lr)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ema-rate", type=float, default=0.999)
     p.add_argument("--arch", choices=("mlp", "unet"), default="mlp")
