@@ -130,25 +130,33 @@ def more_steps(c: Comparison, config: ExperimentConfig) -> dict[str, dict[str, l
 def run_seed(
     record: Callable[..., None], root: Path, seed: int, search: int, s: dict[str, int]
 ) -> None:
-    """Train the runs of training seed ``seed`` (cached) and record every claim's comparison
-    with search seed ``search`` (its search noise and held-out noise seeds follow it)."""
-    ct = ensure_run(root / "ct", "ct", seed, s["iters"])
-    dm = ensure_run(root / "dm", "dm", seed, s["iters"])
-    cd = ensure_run(root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=dm)
-    long = ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4)
-    quarter = Trajectory.open(ct / "trajectory").select(start=1, stop=s["iters"] // 4)
+    """Record every claim's comparison for training seed ``seed`` with search seed ``search``
+    (its search noise and held-out noise seeds follow it); each run is trained (once, cached)
+    when a claim first needs it."""
+    runs = {
+        "ct": lambda: ensure_run(root / "ct", "ct", seed, s["iters"]),
+        "dm": lambda: ensure_run(root / "dm", "dm", seed, s["iters"]),
+        "cd": lambda: ensure_run(
+            root / "cd", "cd", seed, s["iters"] * 2 // 3, teacher=runs["dm"]()
+        ),
+        "ct-long": lambda: ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4),
+    }
+
+    def quarter(run: Path) -> Trajectory:
+        return Trajectory.open(run / "trajectory").select(start=1, stop=s["iters"] // 4)
+
     dpm = {"sampler": "dpmpp"}
     claims = [
-        ("a/ct", ct, "ct", {"trajectory": window(ct), "steps": True}),
-        ("a/cd", cd, "cd", {"trajectory": window(cd), "steps": True}),
-        ("a/dm", dm, "dm", {"trajectory": window(dm), "search_nfe": 9, **dpm}),
-        ("a/ct-converged", long, "ct-long", {"trajectory": window(long)}),
-        ("b/ct-quarter", ct, "ct-quarter", {"trajectory": quarter}),
-        ("c/dm-nfe5", dm, "dm-nfe5", {"trajectory": window(dm), "search_nfe": 5, **dpm}),
+        ("a/ct", "ct", "ct", window, {"steps": True}),
+        ("a/cd", "cd", "cd", window, {"steps": True}),
+        ("a/dm", "dm", "dm", window, {"search_nfe": 9, **dpm}),
+        ("a/ct-converged", "ct-long", "ct-long", window, {}),
+        ("b/ct-quarter", "ct", "ct-quarter", quarter, {}),
+        ("c/dm-nfe5", "dm", "dm-nfe5", window, {"search_nfe": 5, **dpm}),
     ]
-    for claim, run, name, kwargs in claims:
+    for claim, run, name, view, kwargs in claims:
         work = root / f"search-{name}" if search == seed else root / f"search-{name}-s{search}"
-        record(f"{claim}/{seed}/search{search}", run, work, seed=search, **kwargs)
+        record(f"{claim}/{seed}/search{search}", runs[run], work, view, seed=search, **kwargs)
 
 
 def main() -> None:
@@ -184,15 +192,16 @@ def main() -> None:
 
     def record(
         key: str,
-        run: Path,
+        train_run: Callable[[], Path],
         workdir: Path,
-        trajectory: Trajectory | None = None,
+        view: Callable[[Path], Trajectory],
         steps: bool = False,
         **kwargs,
     ) -> None:
         claim = key.rsplit("/", 2)[0]
         if key in results or args.report or (args.only and claim not in args.only):
             return
+        run = train_run()
         t0 = time.perf_counter()
         print(f"{key} ...", flush=True)
         config = ExperimentConfig(
@@ -203,7 +212,7 @@ def main() -> None:
             path_points=s["path"],
             **kwargs,
         )
-        c = compare(run, workdir, config, trajectory=trajectory)
+        c = compare(run, workdir, config, trajectory=view(run))
         results[key] = summary(c) | ({"steps": more_steps(c, config)} if steps else {})
         results[key]["seconds"] = time.perf_counter() - t0
         if path.is_file():  # keep what another process (other seeds) wrote meanwhile
