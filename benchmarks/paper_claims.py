@@ -199,6 +199,8 @@ def main() -> None:
         **kwargs,
     ) -> None:
         claim = key.rsplit("/", 2)[0]
+        if path.is_file():  # another process (other seeds) may have written meanwhile
+            results.update(json.loads(path.read_text())["results"] | results)
         if key in results or args.report or (args.only and claim not in args.only):
             return
         run = train_run()
@@ -215,7 +217,7 @@ def main() -> None:
         c = compare(run, workdir, config, trajectory=view(run))
         results[key] = summary(c) | ({"steps": more_steps(c, config)} if steps else {})
         results[key]["seconds"] = time.perf_counter() - t0
-        if path.is_file():  # keep what another process (other seeds) wrote meanwhile
+        if path.is_file():  # keep what another process wrote meanwhile
             results.update(json.loads(path.read_text())["results"] | {key: results[key]})
         write_json(path, cache)
         print(f"{key}: {results[key]['seconds']:.0f} s", flush=True)
@@ -263,7 +265,10 @@ def _ratios(results: dict, k_ema: str, k_lcsc: str, pairs: list[Pair], metric: s
 
 
 def _stat(v: list[float], digits: str = ".3g") -> str:
-    return f"{np.mean(v):{digits}} ± {np.std(v, ddof=1):.2g} (n={len(v)})" if v else "not run"
+    if not v:
+        return "not run"
+    spread = f" ± {np.std(v, ddof=1):.2g}" if len(v) > 1 else ""
+    return f"{np.mean(v):{digits}}{spread} (n={len(v)})"
 
 
 def _below_one(v: list[float]) -> bool:
