@@ -180,6 +180,7 @@ def main() -> None:
     ap.add_argument("--path", type=int, help="Goodhart path points (0: none)")
     ap.add_argument("--only", nargs="+", help="claims to run (e.g. a/ct); default all")
     ap.add_argument("--report", action="store_true", help="print the cache's tables only")
+    ap.add_argument("--plot", type=Path, help="write the CT / CD steps plot here")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -231,6 +232,8 @@ def main() -> None:
     print(transfer_table(results, pairs))
     print()
     print(steps_table(results, pairs))
+    if args.plot:
+        plot_steps(results, pairs, args.plot)
 
 
 ROWS = [
@@ -310,7 +313,7 @@ def table(results: dict[str, dict], pairs: list[Pair]) -> str:
         noise = np.mean([np.std(m / e, ddof=1) for e, m in found])
         wins = sum(int((m < e).sum()) for e, m in found)
         total = sum(len(e) for e, _ in found)
-        floor = results[next(k for k in results if k.startswith(k1 + "/"))]["floor"]["fd"]
+        floor = _floor(results, k1)
         medians = _medians(results, k1, k2, pairs)
         lines.append(
             f"| {label} | {_stat([e.mean() for e, _ in found])} |"
@@ -337,6 +340,43 @@ def transfer_table(results: dict[str, dict], pairs: list[Pair]) -> str:
     return "\n".join(lines)
 
 
+def _floor(results: dict[str, dict], key: str) -> float:
+    """The noise floor (FD main) of row ``key`` (the same for every seed: real vs real)."""
+    return results[next(k for k in results if k.startswith(key + "/"))]["floor"]["fd"]
+
+
+def _by_steps(results: dict[str, dict], key: str, pairs: list[Pair]) -> list[dict]:
+    """Per (training, search) pair of row ``key``: {steps: {model: FD per noise seed}}."""
+    runs = [results[k] for k in (f"{key}/{a}/search{b}" for a, b in pairs) if k in results]
+    one = [{"1": {m: [v["fd"] for v in r["values"][m]] for m in r["values"]}} for r in runs]
+    return [o | r["steps"] for o, r in zip(one, runs, strict=True)]
+
+
+def plot_steps(results: dict[str, dict], pairs: list[Pair], path: Path) -> None:
+    """Held-out FD against consistency steps, EMA* and LCSC (chosen at 1 step), CT and CD."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = (1, *STEPS)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+    for ax, (label, key) in zip(axes, (("CT", "a/ct"), ("CD", "a/cd")), strict=True):
+        runs = _by_steps(results, key, pairs)
+        for model, name in ((EMA_STAR.id, "EMA*"), (LCSC.id, "LCSC (searched at 1 step)")):
+            v = np.array([[np.mean(r[str(k)][model]) for k in cols] for r in runs])
+            ax.errorbar(cols, v.mean(0), v.std(0, ddof=1), marker="o", capsize=3, label=name)
+        ax.axhline(_floor(results, key), color="grey", ls="--", label="noise floor")
+        ax.set_xticks(cols)
+        ax.set_xlabel("consistency sampling steps")
+        ax.set_title(f"{label} (n={len(runs)} seed pairs)")
+    axes[0].set_ylabel("held-out FD (test split)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def steps_table(results: dict[str, dict], pairs: list[Pair]) -> str:
     """Consistency models: held-out FD of EMA* and LCSC (both chosen at 1 step) at 1, 2 and 3
     steps, and the paper's CD claim, LCSC at 1 step against EMA* at 2, paired on the noise."""
@@ -347,13 +387,9 @@ def steps_table(results: dict[str, dict], pairs: list[Pair]) -> str:
         "|---" * (2 * len(cols) + 5) + "|",
     ]
     for label, key in (("CT", "a/ct"), ("CD", "a/cd")):
-        runs = [results[k] for k in (f"{key}/{a}/search{b}" for a, b in pairs) if k in results]
-        if not runs:
+        by_steps = _by_steps(results, key, pairs)
+        if not by_steps:
             continue
-        by_steps = [
-            {"1": {m: [v["fd"] for v in r["values"][m]] for m in r["values"]}} | r["steps"]
-            for r in runs
-        ]
         cells = [
             _stat([np.mean(r[k][m]) for r in by_steps])
             for m in (EMA_STAR.id, LCSC.id)
@@ -366,7 +402,7 @@ def steps_table(results: dict[str, dict], pairs: list[Pair]) -> str:
         claim = "reproduced" if _below_one(ratios) else "not reproduced"
         lines.append(
             f"| {label} | {' | '.join(cells)} | {_stat(ratios, '.2f')} |"
-            f" {wins}/{sum(map(len, two))} | {runs[0]['floor']['fd']:.3f} | {claim} |"
+            f" {wins}/{sum(map(len, two))} | {_floor(results, key):.3f} | {claim} |"
         )
     return "\n".join(lines)
 
