@@ -21,6 +21,7 @@ the claims (ratio with error bars over seed pairs and over held-out noise, paire
 median of the independent spaces, verdict), the transfer table, and the step table.
 
     python benchmarks/paper_claims.py --out runs/claims [--seeds 0 1 2] [--search-offsets 0 100]
+        [--budget 300 --held 1000 --long 10000 --path 0]  # the reduced protocol of the docs
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ from lcsc.trajectory import Trajectory
 
 WINDOW = 200  # checkpoints in the search window
 EVERY = 20  # iterations between checkpoints
-
-
 STEPS = (2, 3)  # consistency-model steps beside the searched 1
 # protocol field -> its flag's attribute
 SCALE_FLAGS = {k: k for k in ("iters", "long", "budget", "search", "held", "path")}
