@@ -21,7 +21,7 @@ the claims (ratio with error bars over seed pairs and over held-out noise, paire
 median of the independent spaces, verdict), the transfer table, and the step table.
 
     python benchmarks/paper_claims.py --out runs/claims [--seeds 0 1 2] [--search-offsets 0 100]
-        [--budget 300 --held 1000 --long 10000 --path 0]  # the reduced protocol of the docs
+        [--long 10000 --path 0]  # the docs' run; with --budget 300 --held 1000 its half budget
 """
 
 from __future__ import annotations
