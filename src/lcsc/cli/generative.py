@@ -65,6 +65,7 @@ def _train_config(args: argparse.Namespace, data_shape: tuple[int, ...]) -> Any:
         iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_final=args.lr_final,
         record_every=args.record_every,
         keep=args.keep,
         compact=args.compact,
@@ -281,6 +282,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="samples per iteration",
     )
     p.add_argument("--lr", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    p.add_argument(
+        "--lr-final",
+        type=float,
+        metavar="LR",
+        help="learning rate of the last iteration, in the same units as --lr (per Adam step):"
+        " the lr follows a cosine from --lr down to LR (default: none, constant --lr)",
+    )
     p.add_argument(
         "--seed",
         type=int,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from lcsc.checkpoint import write_checkpoint
 from lcsc.cli import main
+from lcsc.trajectory import Trajectory
 
 
 def _train(tmp_path: Path, kind: str, name: str, *extra: str) -> Path:
@@ -104,6 +106,25 @@ def test_merged_file_samples_too(runs: dict[str, Path], tmp_path: Path) -> None:
     assert np.load(tmp_path / "m.npy").shape == (4, 8, 8)
 
 
+def _last_step_moved(run: Path) -> bool:
+    """Whether the last training step changed the weights (trajectory recorded every step)."""
+    traj = Trajectory.open(run / "trajectory")
+    last, before = traj.load(len(traj.steps) - 1), traj.load(len(traj.steps) - 2)
+    return not all(torch.equal(last[k], before[k]) for k in last)
+
+
+def test_train_lr_final_ends_the_schedule_there(tmp_path: Path) -> None:
+    short = ("--record-every", "1", "--iterations", "6", "--lr", "2e-3")
+    decay = _train(tmp_path, "ct", "decay", *short, "--lr-final", "0")
+    config = json.loads((decay / "train_config.json").read_text())
+    assert (config["lr"], config["lr_final"]) == (2e-3, 0.0)
+    assert Trajectory.open(decay / "trajectory").steps[-2:] == [5, 6]
+    # the last Adam step ran at lr 0 (lr_final) and left the weights as they were; without
+    # --lr-final the same run's last step moves them
+    assert not _last_step_moved(decay)
+    assert _last_step_moved(_train(tmp_path, "ct", "constant", *short))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -170,6 +191,10 @@ def test_merged_file_samples_too(runs: dict[str, Path], tmp_path: Path) -> None:
             "must be a diffusion model",
         ),
         (["train", "dm", "--iterations", "5", "--out", "{dm}"], "already holds a training run"),
+        (
+            ["train", "dm", "--iterations", "5", "--out", "{tmp}/o", "--lr-final", "2e-3"],
+            "TrainConfig.lr_final",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_errors(
