@@ -226,3 +226,17 @@ def test_without_diffusers_the_error_names_the_extra(monkeypatch: pytest.MonkeyP
         LcscError, match=r"needs the package 'diffusers': pip install 'lcsc\[diffusers\]'"
     ):
         load_scheduler("ddim")
+
+
+def test_shards_of_the_sampler_are_rows_of_its_samples(
+    diffusers_run: Path, reference: Path
+) -> None:
+    state = safetensors.torch.load_file(diffusers_run / "checkpoint-20" / "unet" / WEIGHTS)
+    objective = unet_fd(**_args(diffusers_run, reference, batch_size="16"))
+    sampler = objective.generator
+    whole = sampler(state)
+    cut = 2 * 16  # on the batch grid, so each row sees the same batch as in the whole
+    parts = [sampler.shard(0, cut)(state), sampler.shard(cut, len(sampler))(state)]
+    assert torch.equal(torch.cat(parts), whole)
+    # --split samples takes it; outside a process group it is one share, the same score.
+    assert objective.split_samples()(state) == pytest.approx(objective(state), rel=1e-9)

@@ -12,6 +12,7 @@ when this module is imported. Configs are read from local files only (nothing is
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -146,6 +147,16 @@ class UNetSampler:
         self.unet = unet.to(self.device)
         self.scheduler, self.noise = scheduler, noise
         self.steps, self.batch_size = steps, batch_size
+
+    def __len__(self) -> int:
+        return len(self.noise)
+
+    def shard(self, start: int, stop: int) -> UNetSampler:
+        """The sampler of rows ``[start, stop)`` of the same noise (the UNet and scheduler
+        shared): each process's share under ``lcsc search --split samples``."""
+        part = copy.copy(self)
+        part.noise = self.noise[start:stop]
+        return part
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
         try:
