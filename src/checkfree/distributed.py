@@ -23,7 +23,6 @@ import contextlib
 import datetime
 import multiprocessing as mp
 import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from checkfree.pipeline import DistTransport
 from checkfree.plan import Plan, build_plan
 from checkfree.runner import LossSink, PipelineRunner, new_worker
 from lcsc.errors import LcscError
+from lcsc.search.distributed import free_local_port as free_port
 
 #: Exit status of a process whose stage failed (the coordinator expects it).
 EXIT_LOST = 17
@@ -52,13 +52,6 @@ class ProcessInfo:
     joined_at: int | None
     lost_at: int | None
     exitcode: int | None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def process_context(module: str) -> mp.context.BaseContext:

@@ -4,7 +4,6 @@ kill -9 and resume, error lines."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
 from lcsc.coefficients import read_coefficients
+from lcsc.search.distributed import local_launcher
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 from tests.cli.conftest import OBJECTIVE
@@ -181,13 +181,9 @@ def test_torchrun_grouped_search_equals_one_process(recorded: Path, tmp_path: Pa
         [sys.executable, "-m", "lcsc", *search_args(recorded, tmp_path / "one", *grouped)], **run
     )
     assert one.returncode == 0, one.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
     two = subprocess.run(
-        [*launcher, "-m", "lcsc", *search_args(recorded, tmp_path / "two", *grouped)], **run
+        [*local_launcher(2), "-m", "lcsc", *search_args(recorded, tmp_path / "two", *grouped)],
+        **run,
     )
     assert two.returncode == 0, two.stderr
     histories = [(tmp_path / w / "history.jsonl").read_text().splitlines() for w in ("one", "two")]

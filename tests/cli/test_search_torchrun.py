@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from lcsc.search.distributed import local_launcher
 from tests.cli.conftest import OBJECTIVE
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_search_equals_one_process(recorded: Path, tmp_path: Path) -> None:
@@ -24,9 +18,9 @@ def test_torchrun_search_equals_one_process(recorded: Path, tmp_path: Path) -> N
     env_path = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 300}
     one = subprocess.run([sys.executable, "-m", "lcsc", *common, "--workdir", "one"], **env_path)
     assert one.returncode == 0, one.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
-    two = subprocess.run([*launcher, "-m", "lcsc", *common, "--workdir", "two"], **env_path)
+    two = subprocess.run(
+        [*local_launcher(2), "-m", "lcsc", *common, "--workdir", "two"], **env_path
+    )
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("best score") == 1  # rank 0 alone reports and writes
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lcsc.search import CMAESConfig, EvolutionaryConfig, RandomConfig, minimize
+from lcsc.search.distributed import local_launcher
 from lcsc.search.subspace import SubspaceConfig
 
 CONFIGS = [
@@ -88,19 +87,11 @@ group.__exit__(None, None, None)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torchrun(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "search_script.py"
     script.write_text(SCRIPT)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    launcher += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
     return subprocess.run(
-        [*launcher, str(script), *args], capture_output=True, text=True, timeout=300
+        [*local_launcher(2), str(script), *args], capture_output=True, text=True, timeout=300
     )
 
 
