@@ -27,16 +27,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 _MODES = {1: "L", 3: "RGB"}
 
 
-def load_images(folder: str | os.PathLike[str], channels: int = 3) -> torch.Tensor:
-    """The images in ``folder`` (not its subfolders), sorted by name, as float32
-    ``(N, channels, H, W)`` in ``[-1, 1]`` (``pixel / 127.5 - 1``); ``channels`` is 1 (grey) or 3.
+def read_image_files(folder: str | os.PathLike[str], mode: str | None = None) -> np.ndarray:
+    """The images in ``folder`` (not its subfolders), sorted by name, as uint8 ``(N, H, W)``
+    for ``mode`` ``"L"`` (grey) or ``(N, H, W, 3)`` for ``"RGB"``; ``None`` takes ``"L"`` when
+    the first image is grey, else ``"RGB"``.
 
     All images must have one size: a reference is not resized behind your back.
     """
     from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
 
-    if channels not in _MODES:
-        raise LcscError(f"images can be read with 1 or 3 channels, not {channels}")
     root = Path(folder)
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -45,17 +44,27 @@ def load_images(folder: str | os.PathLike[str], channels: int = 3) -> torch.Tens
     for f in files:
         try:
             with Image.open(f) as im:
-                a = np.asarray(im.convert(_MODES[channels]), dtype=np.uint8)
+                if mode is None:
+                    mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                a = np.asarray(im.convert(mode), dtype=np.uint8)
         except (OSError, UnidentifiedImageError) as exc:
             raise LcscError(f"{f}: unreadable image: {exc}") from exc
-        a = a.reshape(a.shape[0], a.shape[1], channels)
         if arrays and a.shape != arrays[0].shape:
             raise LcscError(
                 f"{f}: image size {a.shape[1]}x{a.shape[0]} differs from"
                 f" {arrays[0].shape[1]}x{arrays[0].shape[0]} of {files[0].name}"
             )
         arrays.append(a)
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return np.stack(arrays)
+
+
+def load_images(folder: str | os.PathLike[str], channels: int = 3) -> torch.Tensor:
+    """The images of :func:`read_image_files` as float32 ``(N, channels, H, W)`` in ``[-1, 1]``
+    (``pixel / 127.5 - 1``); ``channels`` is 1 (grey) or 3."""
+    if channels not in _MODES:
+        raise LcscError(f"images can be read with 1 or 3 channels, not {channels}")
+    a = read_image_files(folder, _MODES[channels])
+    x = torch.from_numpy(a.reshape(*a.shape[:3], channels)).permute(0, 3, 1, 2)
     return x.to(torch.float32) / 127.5 - 1.0
 
 

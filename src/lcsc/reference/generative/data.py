@@ -31,7 +31,6 @@ import torch
 from lcsc.config import Config, boolean, integer, integers, real
 from lcsc.errors import LcscError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "test", "all")
 
 
@@ -238,27 +237,12 @@ def _spec_for_array(arr: np.ndarray, name: str, where: Path) -> DataSpec:
 
 def _image_folder(path: Path) -> tuple[np.ndarray, DataSpec]:
     try:
-        from PIL import Image
+        import PIL  # noqa: F401
     except ImportError as exc:
         raise LcscError(
             f"{path}: reading an image folder needs Pillow (pip install pillow)"
         ) from exc
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise LcscError(f"{path}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    images, mode, size = [], None, None
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                if mode is None:
-                    mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-                    size = im.size
-                if im.size != size:
-                    raise LcscError(f"{f}: size {im.size} differs from {size} ({files[0].name})")
-                images.append(np.asarray(im.convert(mode), dtype=np.uint8))
-        except LcscError:
-            raise
-        except OSError as exc:
-            raise LcscError(f"{f}: unreadable image: {exc}") from exc
-    arr = np.stack(images)  # (N, H, W) or (N, H, W, 3)
+    from lcsc.metrics.reference_files import read_image_files
+
+    arr = read_image_files(path)  # (N, H, W) or (N, H, W, 3)
     return arr, _spec_for_array(arr, str(path.resolve()), path)
