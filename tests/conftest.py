@@ -134,3 +134,19 @@ def diffusers_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.integrations.diffusers_run import train as train_unet
 
     return train_unet(tmp_path_factory.mktemp("diffusers") / "out")
+
+
+@pytest.fixture(scope="session")
+def ct_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny consistency-training run on digits: 40 iterations, a checkpoint every 5 (read it,
+    never write into it: the session shares it)."""
+    from lcsc.reference.generative.networks import ModelConfig
+    from lcsc.reference.generative.training import TrainConfig
+    from lcsc.reference.generative.training import train as train_run
+
+    out = tmp_path_factory.mktemp("ct") / "run"
+    model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), width=32, parametrisation="cm")
+    train_run(
+        TrainConfig(kind="ct", model=model, iterations=40, record_every=5, batch_size=32), out
+    )
+    return out

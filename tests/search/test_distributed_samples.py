@@ -19,8 +19,6 @@ from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import LcscError, SearchError
 from lcsc.objectives import SampleFD
 from lcsc.reference.digits import digits_fd
-from lcsc.reference.generative.networks import ModelConfig
-from lcsc.reference.generative.training import TrainConfig, train
 from lcsc.search.distributed import for_split, local_launcher, shard_rows
 from lcsc.trajectory import Trajectory
 
@@ -105,15 +103,6 @@ exec(COMMON, namespace)  # the same toy objective in this process
 toy = namespace["toy"]
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny consistency-training run on digits: 40 iterations, a checkpoint every 5."""
-    out = tmp_path_factory.mktemp("split") / "run"
-    model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), width=32, parametrisation="cm")
-    train(TrainConfig(kind="ct", model=model, iterations=40, record_every=5, batch_size=32), out)
-    return out
-
-
 def _torchrun(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
     command = [*local_launcher(2), str(script), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -128,11 +117,11 @@ def test_shard_rows_cover_every_row_once() -> None:
             assert max(b - a for a, b in blocks) - min(b - a for a, b in blocks) <= 1
 
 
-def test_two_processes_equal_one(digits_run: Path, tmp_path: Path) -> None:
+def test_two_processes_equal_one(ct_run: Path, tmp_path: Path) -> None:
     script = tmp_path / "split_script.py"
     script.write_text(SCRIPT)
     out, work = tmp_path / "got", tmp_path / "work"
-    proc = _torchrun(script, str(digits_run), str(out), str(work))
+    proc = _torchrun(script, str(ct_run), str(out), str(work))
     assert proc.returncode == 0, proc.stderr
     ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in (0, 1)]
     # rank 1's share raised; rank 0 heard of it
@@ -144,7 +133,7 @@ def test_two_processes_equal_one(digits_run: Path, tmp_path: Path) -> None:
     assert all(math.isnan(r.pop("toy_nan")) for r in ranks)  # rank 1's NaN sample: NaN on all
     assert ranks[0] == ranks[1]  # every rank holds the same scores and result
     got = ranks[0]
-    sd = {k: v.clone() for k, v in read_checkpoint(digits_run / "ema.safetensors").tensors.items()}
+    sd = {k: v.clone() for k, v in read_checkpoint(ct_run / "ema.safetensors").tensors.items()}
     # 2000 samples: each rank's 1000 rows are one batch of the one-process sampler (batch 1000),
     # so the samples are bitwise the same and only the float64 sums' order differs. 1001 and
     # 600 x nfe 2: other batch shapes, for which BLAS may round float32 samples and features
@@ -152,20 +141,18 @@ def test_two_processes_equal_one(digits_run: Path, tmp_path: Path) -> None:
     # a relative change of 1e-7 in a few rows moves the FD far less than 1e-6.
     for key, rel in (("2000/1", 1e-9), ("1001/1", 1e-6), ("600/2", 1e-6)):
         n, nfe = key.split("/")
-        one = digits_fd(str(digits_run), samples=n, nfe=nfe)(sd)
+        one = digits_fd(str(ct_run), samples=n, nfe=nfe)(sd)
         assert got[key] == pytest.approx(one, rel=rel), key
     assert got["toy"] == pytest.approx(toy()({"w": torch.tensor([0.5, -1.0, 0.0])}), rel=1e-12)
-    traj = Trajectory.open(digits_run / "trajectory").select(start=1)
-    one = search.run(
-        traj, digits_fd(str(digits_run), samples="400"), "evolutionary", budget=16, seed=1
-    )
+    traj = Trajectory.open(ct_run / "trajectory").select(start=1)
+    one = search.run(traj, digits_fd(str(ct_run), samples="400"), "evolutionary", budget=16, seed=1)
     assert [c for c, _ in got["history"]] == [e.coefficients.tolist() for e in one.history]
     scores = np.array([s for _, s in got["history"]])
     np.testing.assert_allclose(scores, [e.score for e in one.history], rtol=1e-9)
     lines = (work / "history.jsonl").read_text().splitlines()
     assert [json.loads(x)["score"] for x in lines] == list(scores)  # rank 0 wrote the history
     # Its workdir resumes in one process: the 16 replay (same candidates), 8 more follow.
-    fd = digits_fd(str(digits_run), samples="400")
+    fd = digits_fd(str(ct_run), samples="400")
     more = search.run(traj, fd, "evolutionary", budget=24, seed=1, workdir=work)
     longer = search.run(traj, fd, "evolutionary", budget=24, seed=1)
     assert [e.resumed for e in more.history] == [True] * 16 + [False] * 8
@@ -185,10 +172,10 @@ def test_a_failing_share_stops_every_rank(tmp_path: Path) -> None:
     assert json.loads((work / "failed_candidate.json").read_text())["index"] == 1
 
 
-def test_one_process_and_bad_split(digits_run: Path) -> None:
+def test_one_process_and_bad_split(ct_run: Path) -> None:
     """Outside a group the split objective is one share: the one-process FD exactly."""
-    sd = {k: v.clone() for k, v in read_checkpoint(digits_run / "ema.safetensors").tensors.items()}
-    objective = digits_fd(str(digits_run), samples="300")
+    sd = {k: v.clone() for k, v in read_checkpoint(ct_run / "ema.safetensors").tensors.items()}
+    objective = digits_fd(str(ct_run), samples="300")
     assert objective.split_samples()(sd) == pytest.approx(objective(sd), rel=1e-12)
     plain = SampleFD(lambda sd: sd["x"], torch.nn.Identity(), objective.reference)
     with pytest.raises(LcscError, match=r"the generator \(function\) must have __len__ and shard"):
@@ -201,11 +188,11 @@ def test_one_process_and_bad_split(digits_run: Path) -> None:
         search.minimize(lambda a: 0.0, np.eye(2), budget=2, split="rows")
 
 
-def test_torchrun_search_command_with_split_samples(digits_run: Path, tmp_path: Path) -> None:
+def test_torchrun_search_command_with_split_samples(ct_run: Path, tmp_path: Path) -> None:
     """``torchrun ... -m lcsc search --split samples``: rank 0 writes what one process does."""
-    common = ["-m", "lcsc", "search", str(digits_run / "trajectory"), "--method", "evolutionary"]
+    common = ["-m", "lcsc", "search", str(ct_run / "trajectory"), "--method", "evolutionary"]
     common += ["--objective", "lcsc.reference.digits:digits_fd", "--objective-arg"]
-    common += [f"run={digits_run}", "--objective-arg", "samples=300", "--budget", "12"]
+    common += [f"run={ct_run}", "--objective-arg", "samples=300", "--budget", "12"]
     options = {"cwd": tmp_path, "capture_output": True, "text": True, "timeout": 300}
     one = subprocess.run([sys.executable, *common, "--workdir", "one"], **options)
     assert one.returncode == 0, one.stderr
