@@ -23,6 +23,7 @@ _DEMO_FIELDS = (
     "held_out_samples",
     "held_out_seeds",
     "penalty",
+    "groups",
 )
 
 
@@ -88,6 +89,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lcsc.reference.digits.demo import DemoConfig
+    from lcsc.reference.digits.experiment import AUTO_GROUPS, NO_GROUPS
 
     p = sub.add_parser(
         "demo",
@@ -154,6 +156,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="LAMBDA",
         help="trust-region weight around EMA*, in FD units per unit of K * ||a - a0||^2"
         " (0: none); docs/benchmarks.md measures the default",
+    )
+    p.add_argument(
+        "--groups",
+        default=DemoConfig.groups or NO_GROUPS,
+        metavar="PATTERN[,PATTERN...]",
+        help=f"one coefficient vector per group of parameters, as lcsc search --groups:"
+        f" '{AUTO_GROUPS}' (one group per top-level module), comma-separated name patterns,"
+        f" or '{NO_GROUPS}' (one vector for all parameters); needs --method subspace or cmaes",
     )
     p.add_argument(
         "--nproc",

@@ -5,12 +5,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
+from lcsc.coefficients import read_coefficients
 from lcsc.errors import LcscError
 from lcsc.reference.digits.demo import DemoConfig, run_demo
 from lcsc.reference.digits.evaluation import METRICS
 from lcsc.reference.digits.experiment import ExperimentConfig
+from lcsc.trajectory import Trajectory
+from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 
 SMALL = {
     "iterations": 200,
@@ -151,4 +156,78 @@ def test_demo_command_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["demo", "--out", str(tmp_path / "d"), "--budget", "0"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("lcsc: error: DemoConfig.budget") and "\n" not in err
+    assert not (tmp_path / "d").exists()  # nothing started
+
+
+@pytest.fixture(scope="module")
+def grouped_out(
+    demo_out: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """The demo with one coefficient vector per top-level module, on demo_out's training run
+    (run_demo trains only when the run is missing)."""
+    out = tmp_path_factory.mktemp("grouped")
+    (out / "run").symlink_to(demo_out[0] / "run")
+    config = DemoConfig(**SMALL, method="subspace", groups="auto")
+    return out, run_demo(config, out)
+
+
+def test_grouped_demo_writes_the_model_of_its_coefficients(
+    grouped_out: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, results = grouped_out
+    traj = Trajectory.open(out / "run" / "trajectory").select(start=1)
+    names = ["net.blocks.0", "net.blocks.1", "net.embed", "net.inp", "net.norm", "net.out"]
+    assert results["groups"] == module_patterns(traj.keys) == names  # no key left: no rest
+    saved, file_names = read_coefficients(out / "lcsc_coefficients.json", len(traj))
+    assert file_names == names and saved.shape == (len(names), len(traj))
+    np.testing.assert_array_equal(saved, np.array(results["lcsc_coefficients"]))
+    np.testing.assert_allclose(saved.sum(axis=1), 1.0, atol=1e-12)
+    # the chosen candidate of the search, row g the coefficients of group g
+    lines = (out / "search" / "history.jsonl").read_text().splitlines()
+    chosen = json.loads(lines[results["chosen_evaluation"]])["coefficients"]
+    np.testing.assert_array_equal(saved.ravel(), chosen)
+    want = combine_groups(traj, resolve_groups(traj.keys, names), saved)
+    model = read_checkpoint(out / "lcsc.safetensors").tensors
+    assert model.keys() == want.keys() and all(torch.equal(model[k], want[k]) for k in want)
+    merged = out / "merged.safetensors"
+    merge = ["merge", str(out / "run" / "trajectory"), "--start", "1", "-o", str(merged)]
+    assert main([*merge, "--coefficients", str(out / "lcsc_coefficients.json")]) == 0
+    again = read_checkpoint(merged).tensors
+    assert all(torch.equal(again[k], want[k]) for k in want)
+    capsys.readouterr()
+    # the saved model scores as the demo scored LCSC in memory (same held-out noise)
+    evaluate = ["evaluate", str(merged), "--samples", "300", "--seeds", "2", "--json"]
+    assert main(evaluate) == 0
+    printed = json.loads(capsys.readouterr().out)["held_out"]["per_seed"]
+    for got, expected in zip(printed, results["held_out"]["lcsc"]["per_seed"], strict=True):
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    report = (out / "report.md").read_text()
+    assert f"one coefficient vector per parameter group ({len(names)} groups" in report
+    assert "G K x ||A - A_EMA*||^2" in report
+    assert (out / "coefficients.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ungrouped_demo_results_hold_one_vector(demo_out: tuple[Path, dict]) -> None:
+    out, results = demo_out
+    assert results["groups"] is None and results["config"]["groups"] is None
+    saved, names = read_coefficients(out / "lcsc_coefficients.json", results["checkpoints"])
+    assert names is None and saved.tolist() == results["lcsc_coefficients"]
+
+
+def test_demo_groups_setting() -> None:
+    assert DemoConfig(groups="none").groups is None  # lcsc search's word for one vector
+    assert DemoConfig(method="cmaes", groups="net.inp, net.out").groups == "net.inp, net.out"
+    with pytest.raises(LcscError, match="DemoConfig.groups needs a CMA-ES method"):
+        DemoConfig(method="evolutionary", groups="auto")
+    with pytest.raises(LcscError, match="DemoConfig.groups must be 'auto', 'none' or comma"):
+        DemoConfig(method="subspace", groups="net.inp,,net.out")
+    with pytest.raises(LcscError, match="DemoConfig.groups"):
+        DemoConfig(method="subspace", groups=3)
+
+
+def test_demo_command_bad_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--method", "evolutionary", "--groups", "auto"]
+    assert main(["demo", "--out", str(tmp_path / "d"), *flags]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lcsc: error: DemoConfig.groups needs") and "\n" not in err
     assert not (tmp_path / "d").exists()  # nothing started

@@ -11,10 +11,12 @@ import pytest
 from lcsc.errors import LcscError
 from lcsc.metrics import digits_features
 from lcsc.objectives import SampleFD
+from lcsc.reference.digits.evaluation import HeldOutEvaluator
 from lcsc.reference.digits.experiment import EMA_STAR, LCSC, ExperimentConfig, compare
 from lcsc.reference.digits.objective import CompositeFD, digits_reference
 from lcsc.reference.generative.generator import FixedNoiseGenerator, run_metadata
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.groups import combine_groups
 
 TINY = {"budget": 30, "search_samples": 60, "held_out_samples": 60, "held_out_seeds": 1}
 
@@ -72,3 +74,42 @@ def test_compare_convex_only_search(ct_run: Path, tmp_path: Path) -> None:
         assert np.sum(ev.coefficients) == pytest.approx(1.0)
     with pytest.raises(LcscError, match="ExperimentConfig.nonnegative"):
         ExperimentConfig(nonnegative="yes")
+
+
+def test_one_group_of_every_key_is_the_ungrouped_comparison(ct_run: Path, tmp_path: Path) -> None:
+    """groups=None searches one vector; a single group holding every key ("net") is the same
+    search, candidate for candidate, and the same held-out scores."""
+    settings = {**TINY, "method": "subspace", "penalty": 0.01, "path_points": 3}
+    plain = compare(ct_run, tmp_path / "plain", ExperimentConfig(**settings))
+    one = compare(ct_run, tmp_path / "one", ExperimentConfig(**settings, groups="net"))
+    assert plain.groups is None and one.groups is not None and one.groups.names == ("net",)
+    assert len(plain.lcsc.history) == len(one.lcsc.history) == TINY["budget"]
+    for a, b in zip(plain.lcsc.history, one.lcsc.history, strict=True):
+        np.testing.assert_array_equal(a.coefficients, b.coefficients)
+        assert a.score == b.score and a.penalty == b.penalty
+    assert plain.lcsc_coefficients.shape == (len(plain.trajectory),)
+    np.testing.assert_array_equal(one.lcsc_coefficients, plain.lcsc_coefficients[None, :])
+    assert {k: h.values for k, h in one.held_out.items()} == {
+        k: h.values for k, h in plain.held_out.items()
+    }
+    assert one.path == plain.path
+
+
+def test_grouped_comparison_scores_the_grouped_model(ct_run: Path, tmp_path: Path) -> None:
+    config = ExperimentConfig(**TINY, method="cmaes", groups="net.inp,net.out", path_points=2)
+    c = compare(ct_run, tmp_path / "grouped", config)
+    assert c.groups is not None and c.groups.names == ("net.inp", "net.out", "rest")
+    k = len(c.trajectory)
+    assert all(len(ev.coefficients) == 3 * k for ev in c.lcsc.history)
+    assert c.lcsc_coefficients.shape == (3, k)
+    assert any(  # the groups are searched apart: some candidate has unequal rows
+        np.ptp(np.reshape(ev.coefficients, (3, k)), axis=0).max() > 0 for ev in c.lcsc.history
+    )
+    # LCSC's held-out scores are those of the grouped combination
+    evaluate = HeldOutEvaluator(c.trajectory.metadata, 60, (0,), None, 1)
+    state = combine_groups(c.trajectory, c.groups, c.lcsc_coefficients)
+    assert evaluate(state).values == c.held_out[LCSC.id].values
+    with pytest.raises(LcscError, match="groups: pattern 'net.nothing' matches no key"):
+        compare(
+            ct_run, tmp_path / "bad", ExperimentConfig(**TINY, method="cmaes", groups="net.nothing")
+        )

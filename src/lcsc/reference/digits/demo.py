@@ -10,6 +10,7 @@ on search noise), the best single checkpoint (on search noise) and LCSC.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -98,10 +99,11 @@ def run_demo(
         serve_compare(run_dir, out / "search", config.experiment)
         return None
     c = compare(run_dir, out / "search", config.experiment, progress=progress)
-    traj, star, lcsc = c.trajectory, c.ema_star, c.lcsc
-    traj.save_combination(out / "lcsc.safetensors", lcsc.best_coefficients)
+    traj, star, groups = c.trajectory, c.ema_star, c.groups
+    traj.save_combination(out / "lcsc.safetensors", c.lcsc_coefficients, groups=groups)
     traj.save_combination(out / "ema_star.safetensors", star.coefficients)
-    save_coefficients(out / "lcsc_coefficients.json", lcsc.best_coefficients, traj.steps)
+    named = {} if groups is None else {"groups": list(groups.names)}
+    save_coefficients(out / "lcsc_coefficients.json", c.lcsc_coefficients, traj.steps, **named)
     _plots(out, c)
     results = _results(c, config) | {"wall_time_s": time.perf_counter() - t0}
     write_text(out / "report.md", _report_markdown(results, c, config))
@@ -137,13 +139,18 @@ def _results(c: Comparison, config: DemoConfig) -> dict[str, Any]:
         "goodhart_path": [
             {"index": p.index, "search_fd": p.search_score, "held_out": p.held_out} for p in c.path
         ],
-        "path_correlation": findings.path_correlations(
-            [p.search_score for p in c.path], [p.held_out for p in c.path]
+        "path_correlation": _defined(
+            findings.path_correlations(
+                [p.search_score for p in c.path], [p.held_out for p in c.path]
+            )
         ),
         "search_fd": c.search_scores,
         "ema_star_rate": float(c.ema_star.label),
         "best_checkpoint_step": int(c.best_checkpoint.label),
         "checkpoints": len(c.trajectory),
+        # (K,), or (G, K) with a row per group of ``groups`` (None: one vector)
+        "lcsc_coefficients": c.lcsc_coefficients.tolist(),
+        "groups": None if c.groups is None else list(c.groups.names),
         "evaluations": len(c.lcsc.history),
         "chosen_evaluation": c.lcsc.best_index,
         "validations": len(c.lcsc.validation_path),
@@ -151,12 +158,21 @@ def _results(c: Comparison, config: DemoConfig) -> dict[str, Any]:
     }
 
 
+def _defined(correlations: dict[str, float]) -> dict[str, float | None]:
+    """NaN (a path of one point, or a score constant along it) as None: JSON has no NaN."""
+    return {m: None if math.isnan(r) else r for m, r in correlations.items()}
+
+
 def _plots(out: Path, c: Comparison) -> None:
     star = c.ema_star
+    if c.groups is None:
+        lcsc = {"LCSC": c.lcsc_coefficients}
+    else:  # one line per group
+        lcsc = dict(zip((f"LCSC, {n}" for n in c.groups.names), c.lcsc_coefficients, strict=True))
     plot_coefficients(
         out / "coefficients.png",
         c.trajectory.steps,
-        {"LCSC": c.lcsc.best_coefficients, f"EMA* (rate {star.label})": star.coefficients},
+        lcsc | {f"EMA* (rate {star.label})": star.coefficients},
         title="LCSC coefficients against the EMA* profile",
     )
     scores = [ev.score for ev in c.lcsc.history]
@@ -183,10 +199,19 @@ def _rows(results: dict[str, Any], c: Comparison, columns: tuple[str, ...]) -> d
     return rows | {"noise floor (real vs real)": {k: c.floor[k] for k in columns}}
 
 
-def _levers(config: DemoConfig) -> str:
+def _vectors(c: Comparison) -> str:
+    """LCSC's coefficient vectors, in words."""
+    if c.groups is None:
+        return "one coefficient vector for all parameters"
+    names = ", ".join(f"`{n}`" for n in c.groups.names)
+    return f"one coefficient vector per parameter group ({len(c.groups)} groups: {names})"
+
+
+def _levers(config: DemoConfig, groups: int) -> str:
     """The search's levers against overfitting its metric, in words."""
+    distance = "K x ||a - a_EMA*||^2" if groups == 1 else "G K x ||A - A_EMA*||^2 (G groups)"
     parts = [
-        f"trust-region penalty {config.penalty:g} x K x ||a - a_EMA*||^2"
+        f"trust-region penalty {config.penalty:g} x {distance}"
         if config.penalty > 0
         else "no trust-region penalty"
     ]
@@ -204,13 +229,17 @@ def _ratio_cell(c: findings.Contrast) -> str | tuple[float, float]:
     return c.ratio, c.ratio_std
 
 
+def _correlation_cell(r: float | None) -> float | str:
+    return "undefined" if r is None else r
+
+
 def _report_markdown(results: dict[str, Any], c: Comparison, config: DemoConfig) -> str:
     contrasts = findings.contrasts(c.held_out[LCSC.id], c.held_out[EMA_STAR.id])
     ratio_rows = {
         findings.LABELS[m]: {
             "LCSC / EMA*": _ratio_cell(contrasts[m]),
             "verdict": contrasts[m].verdict,
-            "path correlation": results["path_correlation"][m],
+            "path correlation": _correlation_cell(results["path_correlation"][m]),
         }
         for m in METRICS
     }
@@ -221,9 +250,9 @@ def _report_markdown(results: dict[str, Any], c: Comparison, config: DemoConfig)
 
 Consistency model (improved CT, MLP) trained for {config.iterations} iterations;
 {results["checkpoints"]} checkpoints every {config.record_every} iterations;
-{results["evaluations"]} evaluations of {config.method} search with FD in
+{results["evaluations"]} evaluations of {config.method} search, {_vectors(c)}, with FD in
 {" and ".join(config.search_spaces)} on {config.search_samples} samples from fixed search
-noise, against the train split; {_levers(config)}.
+noise, against the train split; {_levers(config, len(c.groups or [None]))}.
 
 Held-out: {c.evaluation}. Values are mean ± std over the held-out noise seeds.
 FD/KID lower is better. `fd_alt` is the second packaged net (conv net), trained on the same

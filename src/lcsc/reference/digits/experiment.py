@@ -24,11 +24,21 @@ from lcsc.reference.digits.objective import CompositeFD, digits_reference
 from lcsc.reference.generative.generator import FixedNoiseGenerator
 from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
+from lcsc.search.cmaes import CMAESConfig
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.groups import (
+    Groups,
+    combine_groups,
+    module_patterns,
+    resolve_groups,
+    split_patterns,
+)
 
 State = dict[str, torch.Tensor]
 SPACES = ("main", "alt")
 VALIDATION_NOISE_OFFSET = 10_000  # validation noise: search-role seeds no search uses
+AUTO_GROUPS = "auto"  # one group per top-level module, as ``lcsc search --groups auto``
+NO_GROUPS = "none"  # one coefficient vector for all parameters, as ``lcsc search --groups none``
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,9 @@ class ExperimentConfig(Config):
     """What one comparison does.
 
     The search: ``method`` (convex combinations only with ``nonnegative``), ``budget``,
-    ``seed``, on ``search_samples`` samples of search noise
+    ``seed``, ``groups`` (None or ``"none"``: one coefficient vector; ``"auto"``: one per
+    top-level module; else comma-separated patterns of :mod:`lcsc.trajectory.groups`; needs a
+    CMA-ES method), on ``search_samples`` samples of search noise
     at ``search_nfe``, minimising FD in ``search_spaces`` (one packaged space, or the geometric
     mean over several). Its levers against overfitting the metric: ``validation`` (score the
     best-so-far path by FD in the ``alt`` space on ``validation_samples`` samples of other
@@ -85,10 +97,12 @@ class ExperimentConfig(Config):
     sampler: str | None = None
     search_nfe: int = 1
     held_out_nfe: int | None = None
+    groups: str | None = None
 
     def __post_init__(self) -> None:
         self.check("method", choice, sorted(search.METHODS))
         self.check("nonnegative", boolean)
+        self._check_groups()
         for name in (
             "budget",
             "search_samples",
@@ -115,9 +129,34 @@ class ExperimentConfig(Config):
         self.check("search_nfe", integer, minimum=1)
         self.check("held_out_nfe", integer, minimum=1, optional=True)
 
+    def _check_groups(self) -> None:
+        if self.groups == NO_GROUPS:
+            object.__setattr__(self, "groups", None)
+        if self.groups is None:
+            return
+        self.require(
+            isinstance(self.groups, str) and all(p.strip() for p in self.groups.split(",")),
+            "groups",
+            f"must be {AUTO_GROUPS!r}, {NO_GROUPS!r} or comma-separated name patterns",
+            self.groups,
+        )
+        self.require(
+            issubclass(search.METHODS[self.method], CMAESConfig),
+            "groups",
+            "needs a CMA-ES method (subspace or cmaes)",
+            f"{self.groups} with method {self.method}",
+        )
+
     @property
     def noise_seeds(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.held_out_seeds))
+
+    def resolve_groups(self, keys: Sequence[str]) -> Groups | None:
+        """``groups`` resolved on a checkpoint's ``keys`` (None: one coefficient vector)."""
+        if self.groups is None:
+            return None
+        given = split_patterns([self.groups])
+        return resolve_groups(keys, module_patterns(keys) if given == [AUTO_GROUPS] else given)
 
 
 @dataclass(frozen=True)
@@ -143,6 +182,12 @@ class Comparison:
     floor: dict[str, float]
     path: tuple[PathPoint, ...]
     evaluation: str  # the held-out sample counts, in words
+    groups: Groups | None = None  # LCSC's coefficient groups (None: one vector)
+
+    @property
+    def lcsc_coefficients(self) -> np.ndarray:
+        """LCSC's coefficients: ``(K,)``, or ``(G, K)`` with groups (a row per group)."""
+        return lcsc_coefficients(self.lcsc.best_coefficients, self.groups)
 
     @property
     def search_scores(self) -> dict[str, float]:
@@ -174,7 +219,8 @@ def compare(
     """
     config = config or ExperimentConfig()
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
-    star, single, result, n_init = _search(traj, workdir, config, progress)
+    groups = config.resolve_groups(traj.keys)
+    star, single, result, n_init = _search(traj, workdir, config, groups, progress)
     evaluate = HeldOutEvaluator(
         traj.metadata,
         config.held_out_samples,
@@ -182,10 +228,29 @@ def compare(
         config.sampler,
         config.held_out_nfe or config.search_nfe,
     )
-    models, held = _held_out(_states(run_dir, traj, star, single, result), evaluate, progress)
-    path = _goodhart_path(traj, result, n_init, config.path_points, evaluate, progress)
+    states = _states(run_dir, traj, star, single, combine(traj, result.best_coefficients, groups))
+    models, held = _held_out(states, evaluate, progress)
+    path = _goodhart_path(traj, groups, result, n_init, config.path_points, evaluate, progress)
     floor = evaluate.scorer.floor
-    return Comparison(traj, star, single, result, models, held, floor, path, evaluate.describe())
+    return Comparison(
+        traj, star, single, result, models, held, floor, path, evaluate.describe(), groups
+    )
+
+
+def combine(traj: Trajectory, coefficients: Any, groups: Groups | None) -> State:
+    """The model of a search candidate: ``(K,)`` coefficients, or ``(G*K,)`` with groups."""
+    return (
+        traj.combine(coefficients) if groups is None else combine_groups(traj, groups, coefficients)
+    )
+
+
+def lcsc_coefficients(coefficients: Any, groups: Groups | None) -> np.ndarray:
+    """A search result's coefficients as ``(K,)``, or with groups as the ``(G, K)`` matrix."""
+    return (
+        np.asarray(coefficients, dtype=np.float64)
+        if groups is None
+        else groups.matrix(coefficients)
+    )
 
 
 def serve_compare(
@@ -199,11 +264,13 @@ def serve_compare(
     candidates, sent by rank 0, until the search ends."""
     config = config or ExperimentConfig()
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
-    _lcsc_search(traj, workdir, config, _main_objective(traj.metadata, config), None)
+    groups = config.resolve_groups(traj.keys)
+    _lcsc_search(traj, workdir, config, groups, _main_objective(traj.metadata, config), None)
 
 
 def _goodhart_path(
     traj: Trajectory,
+    groups: Groups | None,
     result: search.SearchResult,
     n_init: int,
     points: int,
@@ -216,14 +283,18 @@ def _goodhart_path(
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
-        samples = evaluate.generators[0](traj.combine(ev.coefficients))
+        samples = evaluate.generators[0](combine(traj, ev.coefficients, groups))
         path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
         report(progress, "Goodhart path", i + 1, len(indices))
     return tuple(path)
 
 
 def _search(
-    traj: Trajectory, workdir: Path, config: ExperimentConfig, progress: Progress | None
+    traj: Trajectory,
+    workdir: Path,
+    config: ExperimentConfig,
+    groups: Groups | None,
+    progress: Progress | None,
 ) -> tuple[baselines.Choice, baselines.Choice, search.SearchResult, int]:
     """EMA*, the best checkpoint and the LCSC search, all on search noise; and the size of
     the search's initial population (the EMA grid)."""
@@ -231,7 +302,7 @@ def _search(
     rates = default_ema_rates(traj.steps)
     star = baselines.ema_star(traj, main, rates, progress)
     single = baselines.best_checkpoint(traj, main, progress)
-    result = _lcsc_search(traj, workdir, config, main, progress)
+    result = _lcsc_search(traj, workdir, config, groups, main, progress)
     return star, single, result, len(search.ema_init(traj.steps, rates))
 
 
@@ -245,10 +316,12 @@ def _lcsc_search(
     traj: Trajectory,
     workdir: Path,
     config: ExperimentConfig,
+    groups: Groups | None,
     main: SampleFD,
     progress: Progress | None,
 ) -> search.SearchResult:
-    """The LCSC search from the EMA grid, on ``main`` or the composite of the search spaces."""
+    """The LCSC search from the EMA grid, on ``main`` or the composite of the search spaces
+    (one coefficient vector per group with ``groups``)."""
     metadata = traj.metadata
     objective = main if config.search_spaces == ("main",) else None
     objective = objective or CompositeFD(main.generator, metadata, config.search_spaces)
@@ -268,6 +341,7 @@ def _lcsc_search(
             "digits_fd": list(config.search_spaces),
             "samples": config.search_samples,
         },
+        groups=groups,
     )
 
 
@@ -293,7 +367,7 @@ def _states(
     traj: Trajectory,
     star: baselines.Choice,
     single: baselines.Choice,
-    result: search.SearchResult,
+    lcsc: State,
 ) -> dict[Model, State]:
     """Every compared model's weights. The EMA grid's other rates are scored on search noise
     only (``Comparison.search_scores``): held-out scoring costs a few seconds per model."""
@@ -302,7 +376,7 @@ def _states(
         TRAINING_EMA: _tensors(run_dir / "ema.safetensors"),
         EMA_STAR: traj.combine(star.coefficients),
         BEST_CHECKPOINT: traj.combine(single.coefficients),
-        LCSC: traj.combine(result.best_coefficients),
+        LCSC: lcsc,
     }
 
 
