@@ -33,6 +33,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "C": {"method": "subspace", "budget": 250, "penalty": 0.0, "groups": "auto"},
     "D": {"method": "subspace", "budget": 250, "penalty": 0.03, "groups": "auto"},
     "E": {"method": "subspace", "budget": 500, "penalty": 0.01, "groups": "auto"},
+    "F": {"method": "subspace", "budget": 125, "penalty": 0.01, "groups": "auto"},
 }
 COLUMNS = ("fd", "fd_alt", *INDEPENDENT)
 

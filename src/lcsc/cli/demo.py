@@ -155,7 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DemoConfig.penalty,
         metavar="LAMBDA",
         help="trust-region weight around EMA*, in FD units per unit of K * ||a - a0||^2"
-        " (0: none); docs/benchmarks.md measures the default",
+        " (with G groups: G K * ||A - A0||^2 over the (G, K) matrix; 0: none);"
+        " docs/benchmarks.md measures the default",
     )
     p.add_argument(
         "--groups",

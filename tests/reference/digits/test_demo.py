@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lcsc.checkpoint import read_checkpoint
-from lcsc.cli import main
+from lcsc.cli import build_parser, main
 from lcsc.coefficients import read_coefficients
 from lcsc.errors import LcscError
 from lcsc.reference.digits.demo import DemoConfig, run_demo
@@ -74,23 +74,6 @@ def test_demo_writes_everything(demo_out: tuple[Path, dict]) -> None:
     assert "Transfer report" in report and "LCSC beats EMA* on every held-out" in report
 
 
-def test_search_starts_with_the_ema_grid_scores(demo_out: tuple[Path, dict]) -> None:
-    """The search's first evaluations are the EMA grid's vectors, scored exactly as the EMA*
-    baseline scored them (same objective, same search noise)."""
-    out, results = demo_out
-    header = json.loads((out / "search" / "search.json").read_text())
-    lines = (out / "search" / "history.jsonl").read_text().splitlines()
-    history = [json.loads(line) for line in lines]
-    grid = {k: v for k, v in results["search_fd"].items() if k.startswith("ema_0")}
-    assert len(header["init"]) == len(grid) >= 2
-    first = history[: len(grid)]
-    assert [h["coefficients"] for h in first] == header["init"]
-    assert [h["score"] for h in first] == list(grid.values())
-    assert results["search_fd"]["ema_star"] == min(grid.values())
-    assert results["search_fd"]["lcsc"] == history[results["chosen_evaluation"]]["score"]
-    assert len(history) == results["evaluations"]
-
-
 def test_demo_models_sample_and_evaluate(
     demo_out: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -132,8 +115,10 @@ def test_bad_demo_config() -> None:
 def test_demo_config_shares_the_experiment_config() -> None:
     config = DemoConfig(**SMALL)
     shared = {k: v for k, v in SMALL.items() if k not in ("iterations", "record_every", "keep")}
-    assert config.experiment == ExperimentConfig(**shared, penalty=config.penalty)
+    demo = {name: getattr(config, name) for name in ("method", "groups", "penalty")}
+    assert config.experiment == ExperimentConfig(**shared, **demo)
     assert DemoConfig().penalty > 0 == ExperimentConfig().penalty  # the demo's default lever
+    assert (DemoConfig().groups, ExperimentConfig().groups) == ("auto", None)
     assert DemoConfig.from_dict(config.to_dict()) == config
 
 
@@ -150,6 +135,16 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "## Transfer report" in printed and "median" in printed.splitlines()[-1]
     for name in ("lcsc.safetensors", "ema_star.safetensors"):
         assert (out / name).is_file()
+    assert (results["config"]["method"], results["config"]["groups"]) == ("subspace", "auto")
+    # the former default by flags, on the same training run
+    old = tmp_path / "one_vector"
+    old.mkdir()
+    (old / "run").symlink_to(out / "run")
+    flags += ["--method", "evolutionary", "--groups", "none"]
+    assert main(["demo", "--out", str(old), *flags]) == 0
+    results = json.loads((old / "results.json").read_text())
+    assert results["groups"] is None and results["config"]["method"] == "evolutionary"
+    assert results["evaluations"] == 12
 
 
 def test_demo_command_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,33 +155,55 @@ def test_demo_command_bad_setting(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.fixture(scope="module")
-def grouped_out(
+def one_vector_out(
     demo_out: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict]:
-    """The demo with one coefficient vector per top-level module, on demo_out's training run
-    (run_demo trains only when the run is missing)."""
-    out = tmp_path_factory.mktemp("grouped")
+    """The demo's former default, Algorithm 1 with one coefficient vector, on demo_out's
+    training run (run_demo trains only when the run is missing)."""
+    out = tmp_path_factory.mktemp("one_vector")
     (out / "run").symlink_to(demo_out[0] / "run")
-    config = DemoConfig(**SMALL, method="subspace", groups="auto")
+    config = DemoConfig(**SMALL, method="evolutionary", groups="none")
     return out, run_demo(config, out)
 
 
-def test_grouped_demo_writes_the_model_of_its_coefficients(
-    grouped_out: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("which", ["demo_out", "one_vector_out"])
+def test_search_starts_with_the_ema_grid_scores(which: str, request: pytest.FixtureRequest) -> None:
+    """The search's first evaluations are the EMA grid's vectors (for every group), scored
+    exactly as the EMA* baseline scored them (same objective, same search noise)."""
+    out, results = request.getfixturevalue(which)
+    header = json.loads((out / "search" / "search.json").read_text())
+    lines = (out / "search" / "history.jsonl").read_text().splitlines()
+    history = [json.loads(line) for line in lines]
+    grid = {k: v for k, v in results["search_fd"].items() if k.startswith("ema_0")}
+    assert len(header["init"]) == len(grid) >= 2
+    first = history[: len(grid)]
+    assert [h["coefficients"] for h in first] == header["init"]
+    groups = len(results["groups"] or [None])
+    for row in header["init"]:
+        assert row == row[: len(row) // groups] * groups  # the same EMA vector in every group
+    assert [h["score"] for h in first] == list(grid.values())
+    assert results["search_fd"]["ema_star"] == min(grid.values())
+    assert results["search_fd"]["lcsc"] == history[results["chosen_evaluation"]]["score"]
+    assert len(history) == results["evaluations"]
+
+
+def _saved_model_is_the_combination(
+    out: Path, results: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out, results = grouped_out
+    """lcsc.safetensors is the combination of lcsc_coefficients.json (grouped or not), which
+    is the search's chosen candidate; lcsc merge of that file rebuilds it and lcsc evaluate
+    scores it as the demo scored LCSC in memory (same held-out noise)."""
     traj = Trajectory.open(out / "run" / "trajectory").select(start=1)
-    names = ["net.blocks.0", "net.blocks.1", "net.embed", "net.inp", "net.norm", "net.out"]
-    assert results["groups"] == module_patterns(traj.keys) == names  # no key left: no rest
-    saved, file_names = read_coefficients(out / "lcsc_coefficients.json", len(traj))
-    assert file_names == names and saved.shape == (len(names), len(traj))
+    saved, names = read_coefficients(out / "lcsc_coefficients.json", len(traj))
+    assert names == results["groups"]
     np.testing.assert_array_equal(saved, np.array(results["lcsc_coefficients"]))
-    np.testing.assert_allclose(saved.sum(axis=1), 1.0, atol=1e-12)
-    # the chosen candidate of the search, row g the coefficients of group g
     lines = (out / "search" / "history.jsonl").read_text().splitlines()
     chosen = json.loads(lines[results["chosen_evaluation"]])["coefficients"]
-    np.testing.assert_array_equal(saved.ravel(), chosen)
-    want = combine_groups(traj, resolve_groups(traj.keys, names), saved)
+    np.testing.assert_array_equal(saved.ravel(), chosen)  # row g: group g's coefficients
+    if names is None:
+        want = traj.combine(saved)
+    else:
+        want = combine_groups(traj, resolve_groups(traj.keys, names), saved)
     model = read_checkpoint(out / "lcsc.safetensors").tensors
     assert model.keys() == want.keys() and all(torch.equal(model[k], want[k]) for k in want)
     merged = out / "merged.safetensors"
@@ -195,23 +212,41 @@ def test_grouped_demo_writes_the_model_of_its_coefficients(
     again = read_checkpoint(merged).tensors
     assert all(torch.equal(again[k], want[k]) for k in want)
     capsys.readouterr()
-    # the saved model scores as the demo scored LCSC in memory (same held-out noise)
     evaluate = ["evaluate", str(merged), "--samples", "300", "--seeds", "2", "--json"]
     assert main(evaluate) == 0
     printed = json.loads(capsys.readouterr().out)["held_out"]["per_seed"]
     for got, expected in zip(printed, results["held_out"]["lcsc"]["per_seed"], strict=True):
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_default_demo_searches_one_vector_per_module(
+    demo_out: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, results = demo_out
+    assert (results["config"]["method"], results["config"]["groups"]) == ("subspace", "auto")
+    traj = Trajectory.open(out / "run" / "trajectory").select(start=1)
+    names = ["net.blocks.0", "net.blocks.1", "net.embed", "net.inp", "net.norm", "net.out"]
+    assert results["groups"] == module_patterns(traj.keys) == names  # no key left: no rest
+    saved = np.array(results["lcsc_coefficients"])
+    assert saved.shape == (len(names), len(traj))
+    np.testing.assert_allclose(saved.sum(axis=1), 1.0, atol=1e-12)
+    assert np.ptp(saved, axis=0).max() > 0  # the groups were searched apart
+    _saved_model_is_the_combination(out, results, capsys)
     report = (out / "report.md").read_text()
     assert f"one coefficient vector per parameter group ({len(names)} groups" in report
     assert "G K x ||A - A_EMA*||^2" in report
-    assert (out / "coefficients.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_ungrouped_demo_results_hold_one_vector(demo_out: tuple[Path, dict]) -> None:
-    out, results = demo_out
+def test_one_vector_demo_as_before(
+    one_vector_out: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, results = one_vector_out
     assert results["groups"] is None and results["config"]["groups"] is None
-    saved, names = read_coefficients(out / "lcsc_coefficients.json", results["checkpoints"])
-    assert names is None and saved.tolist() == results["lcsc_coefficients"]
+    assert np.shape(results["lcsc_coefficients"]) == (results["checkpoints"],)
+    _saved_model_is_the_combination(out, results, capsys)
+    report = (out / "report.md").read_text()
+    assert "evolutionary search, one coefficient vector for all parameters" in report
+    assert "K x ||a - a_EMA*||^2" in report
 
 
 def test_demo_groups_setting() -> None:
@@ -226,6 +261,9 @@ def test_demo_groups_setting() -> None:
 
 
 def test_demo_command_bad_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    default = parser.parse_args(["demo"]).groups  # the flag's default is the config's
+    assert DemoConfig(groups=default) == DemoConfig()
     flags = ["--method", "evolutionary", "--groups", "auto"]
     assert main(["demo", "--out", str(tmp_path / "d"), *flags]) == 1
     err = capsys.readouterr().err.strip()

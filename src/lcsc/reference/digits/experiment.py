@@ -143,7 +143,8 @@ class ExperimentConfig(Config):
         self.require(
             issubclass(search.METHODS[self.method], CMAESConfig),
             "groups",
-            "needs a CMA-ES method (subspace or cmaes)",
+            f"needs a CMA-ES method (subspace or cmaes); {NO_GROUPS!r} searches one vector"
+            " with any method",
             f"{self.groups} with method {self.method}",
         )
 
