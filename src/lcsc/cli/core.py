@@ -325,8 +325,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=sorted(METHODS),
         default=DEFAULT_METHOD,
-        help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, then the"
-        " whole hyperplane), the paper's evolutionary search, CMA-ES or random search",
+        help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, one vector"
+        " per parameter group, see --groups), the paper's evolutionary search (Algorithm 1),"
+        " CMA-ES over the whole hyperplane or random search",
     )
     p.add_argument(
         "--budget",
