@@ -202,3 +202,25 @@ def test_run_refuses_groups_of_other_keys(run_dir: Path) -> None:
     groups = resolve_groups(["a.weight", "b.weight"], ["a"])
     with pytest.raises(SearchError, match="resolved from the trajectory's keys"):
         search.run(traj, split_objective(traj), "cmaes", budget=5, groups=groups)
+
+
+def test_grouped_penalty_is_the_mean_over_rows(make_init) -> None:
+    """weight * K * ||A - A0||_F^2 / G: equal rows pay what one row pays without groups."""
+    init = make_init(K)
+    f = block_quadratic(K, G)
+    config = GroupedConfig(inner=SubspaceConfig(dims=4), groups=G)
+    result = minimize(f, tile_init(init, G), config, budget=40, seed=0, penalty=search.Penalty(0.3))
+    anchor = init[int(np.argmin([f(np.tile(row, G)) for row in init]))]
+    for e in result.history[len(init) :]:
+        rows = e.coefficients.reshape(G, K)
+        want = 0.3 * K * np.mean([np.sum((row - anchor) ** 2) for row in rows])
+        assert e.penalty == pytest.approx(want, rel=1e-12, abs=0.0)
+    # A K-number anchor is the centre of every group; a wrong length names both forms.
+    given = minimize(
+        f, tile_init(init, G), config, budget=40, seed=0, penalty=search.Penalty(0.3, anchor)
+    )
+    assert [e.penalty for e in given.history[len(init) :]] == [
+        e.penalty for e in result.history[len(init) :]
+    ]
+    with pytest.raises(SearchError, match=rf"K={K} coefficients \(or {G * K}, one K per group\)"):
+        minimize(f, tile_init(init, G), config, budget=5, penalty=search.Penalty(0.3, anchor[:-1]))

@@ -142,7 +142,7 @@ def iterate(
     budget = integer("budget", budget, 1, error=SearchError)
     seed = integer("seed", seed, 0, error=SearchError)
     history = None
-    path = SearchPath(validation, PenaltyTerm(penalty, init_arr), budget)
+    path = SearchPath(validation, PenaltyTerm(penalty, init_arr, config.blocks), budget)
     identity = with_levers(identity, validation, penalty)
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
