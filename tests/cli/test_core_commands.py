@@ -14,6 +14,7 @@ from lcsc.checkpoint import read_checkpoint, write_checkpoint
 from lcsc.cli import main
 from lcsc.ema import ema_coefficients
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 from tests.cli.conftest import OBJECTIVE
 
 
@@ -152,7 +153,12 @@ def test_search_writes_outputs_and_resumes(recorded: Path, tmp_path: Path) -> No
     assert best["score"] == min(scores)
     traj = Trajectory.open(recorded)
     merged = read_checkpoint(work / "best.safetensors").tensors
-    assert torch.equal(merged["0.weight"], traj.combine(best["coefficients"])["0.weight"])
+    # the default: one coefficient vector per top-level module
+    groups = resolve_groups(traj.keys, module_patterns(traj.keys))
+    assert best["groups"] == list(groups.names) and len(groups) > 1
+    assert f"searching {len(groups)} coefficient vectors" in proc.stdout
+    want = combine_groups(traj, groups, best["coefficients"])
+    assert all(torch.equal(merged[k], want[k]) for k in traj.keys)
     # Objective check by hand, and the same command with a larger budget continues.
     manual = sum(
         float((v.double() - 0.05).pow(2).sum()) for k, v in merged.items() if v.is_floating_point()
@@ -162,6 +168,17 @@ def test_search_writes_outputs_and_resumes(recorded: Path, tmp_path: Path) -> No
     assert _lcsc(*args, cwd=tmp_path).returncode == 0
     assert (work / "history.jsonl").read_text().splitlines()[:40] == lines
     assert len((work / "history.jsonl").read_text().splitlines()) == 60
+    # --groups none: one vector for all, as Algorithm 1 (which takes no groups) searches
+    for extra in (["--groups", "none"], ["--method", "evolutionary"]):
+        one = tmp_path / f"one{len(extra[1])}"
+        flags = [*args[: args.index("--workdir")], "--workdir", str(one), *extra]
+        proc = _lcsc(*flags, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "searching one coefficient vector" in proc.stdout
+        single = json.loads((one / "best_coefficients.json").read_text())
+        assert "groups" not in single and len(single["coefficients"]) == len(traj)
+        merged = read_checkpoint(one / "best.safetensors").tensors
+        assert torch.equal(merged["0.weight"], traj.combine(single["coefficients"])["0.weight"])
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(recorded: Path) -> None:

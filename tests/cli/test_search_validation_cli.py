@@ -14,6 +14,7 @@ from lcsc.checkpoint import read_checkpoint
 from lcsc.cli import main
 from lcsc.search import ema_init
 from lcsc.trajectory import Trajectory
+from lcsc.trajectory.groups import combine_groups, resolve_groups
 from tests.cli.conftest import OBJECTIVE
 
 
@@ -74,7 +75,9 @@ def test_search_chooses_the_validation_best_and_resumes(
     merged = read_checkpoint(work / "best.safetensors").tensors
     assert distance(merged, 0.3) == pytest.approx(chosen["score"], rel=1e-9)
     traj = Trajectory.open(recorded)
-    assert torch.equal(merged["0.weight"], traj.combine(best["coefficients"])["0.weight"])
+    groups = resolve_groups(traj.keys, best["groups"])  # the default: per-module vectors
+    want = combine_groups(traj, groups, best["coefficients"])
+    assert all(torch.equal(merged[k], want[k]) for k in traj.keys)
     assert f"validation score {chosen['score']:.6g} of the chosen model" in out
     # The same command resumes: only replayed, same outputs.
     assert main(command) == 0

@@ -14,7 +14,7 @@ from lcsc.errors import SearchError
 from lcsc.search import CMAESConfig, EvolutionaryConfig, SubspaceConfig, iterate, minimize
 from lcsc.search.grouped import GroupedConfig, tile_init
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.groups import combine_groups, resolve_groups
+from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 from tests.conftest import train
 
 K = 30
@@ -105,12 +105,46 @@ def test_seeded_grouped_run_end_to_end(run_dir: Path, assert_same_history) -> No
     best = groups.matrix(got.best_coefficients, len(traj))
     np.testing.assert_allclose(best.sum(axis=1), 1.0, atol=1e-12)
     assert objective(combine_groups(traj, groups, best)) == pytest.approx(got.best_score, rel=1e-5)
-    one = search.run(traj, objective, config, budget=150, seed=4)
+    assert got.groups == groups
+    assert objective(got.combine(traj)) == pytest.approx(got.best_score, rel=1e-5)
+    one = search.run(traj, objective, config, budget=150, seed=4, groups=None)
+    assert one.groups is None and one.best_coefficients.shape == (len(traj),)
     assert got.best_score < 0.5 * one.best_score  # two vectors fit the two targets
     # one group through the grouped code path: the ungrouped search, bit for bit
     everything = resolve_groups(traj.keys, ["*"])
     single = search.run(traj, objective, config, budget=40, seed=4, groups=everything)
     assert_same_history(single.history, one.history[:40])
+
+
+def test_default_is_one_group_per_top_level_module(run_dir: Path, assert_same_history) -> None:
+    traj = Trajectory.open(run_dir)
+    objective = split_objective(traj)
+    auto = resolve_groups(traj.keys, module_patterns(traj.keys))
+    assert len(auto) > 1  # the fixture's Sequential: one group per layer
+    got = search.run(traj, objective, budget=40, seed=1)
+    assert got.groups == auto and got.method == search.DEFAULT_METHOD
+    assert got.best_coefficients.shape == (len(auto) * len(traj),)
+    explicit = search.run(traj, objective, budget=40, seed=1, groups=auto)
+    assert_same_history(got.history, explicit.history)
+    # Algorithm 1 and random search take no groups: "auto" is then one vector for all
+    for method in ("evolutionary", "random"):
+        default = search.run(traj, objective, method, budget=12, seed=1)
+        one = search.run(traj, objective, method, budget=12, seed=1, groups=None)
+        assert default.groups is None
+        assert_same_history(default.history, one.history)
+        np.testing.assert_array_equal(
+            default.combine(traj)["0.weight"], traj.combine(default.best_coefficients)["0.weight"]
+        )
+
+
+def test_groups_with_a_method_that_takes_none_are_refused(run_dir: Path) -> None:
+    traj = Trajectory.open(run_dir)
+    groups = resolve_groups(traj.keys, ["0"])
+    for method in ("evolutionary", "random", SubspaceConfig(full_after=10)):
+        with pytest.raises(SearchError, match="groups need method 'subspace' or 'cmaes'"):
+            search.run(traj, split_objective(traj), method, budget=5, groups=groups)
+    with pytest.raises(SearchError, match="groups must be a Groups, 'auto' or None"):
+        search.run(traj, split_objective(traj), budget=5, groups="layers")
 
 
 @pytest.mark.parametrize("stop", [2, 9, 40])
@@ -145,7 +179,7 @@ def test_resume_with_other_groups_is_refused(run_dir: Path, tmp_path: Path) -> N
     ("kwargs", "message"),
     [
         ({"inner": EvolutionaryConfig()}, "GroupedConfig.inner must be a cmaes or subspace"),
-        ({"inner": SubspaceConfig(full_after=10)}, "must not switch to the whole space"),
+        ({"inner": SubspaceConfig(full_after=10)}, "without full_after"),
         ({"groups": 0}, "GroupedConfig.groups must be an integer >= 1"),
     ],
 )
@@ -168,3 +202,25 @@ def test_run_refuses_groups_of_other_keys(run_dir: Path) -> None:
     groups = resolve_groups(["a.weight", "b.weight"], ["a"])
     with pytest.raises(SearchError, match="resolved from the trajectory's keys"):
         search.run(traj, split_objective(traj), "cmaes", budget=5, groups=groups)
+
+
+def test_grouped_penalty_is_the_mean_over_rows(make_init) -> None:
+    """weight * K * ||A - A0||_F^2 / G: equal rows pay what one row pays without groups."""
+    init = make_init(K)
+    f = block_quadratic(K, G)
+    config = GroupedConfig(inner=SubspaceConfig(dims=4), groups=G)
+    result = minimize(f, tile_init(init, G), config, budget=40, seed=0, penalty=search.Penalty(0.3))
+    anchor = init[int(np.argmin([f(np.tile(row, G)) for row in init]))]
+    for e in result.history[len(init) :]:
+        rows = e.coefficients.reshape(G, K)
+        want = 0.3 * K * np.mean([np.sum((row - anchor) ** 2) for row in rows])
+        assert e.penalty == pytest.approx(want, rel=1e-12, abs=0.0)
+    # A K-number anchor is the centre of every group; a wrong length names both forms.
+    given = minimize(
+        f, tile_init(init, G), config, budget=40, seed=0, penalty=search.Penalty(0.3, anchor)
+    )
+    assert [e.penalty for e in given.history[len(init) :]] == [
+        e.penalty for e in result.history[len(init) :]
+    ]
+    with pytest.raises(SearchError, match=rf"K={K} coefficients \(or {G * K}, one K per group\)"):
+        minimize(f, tile_init(init, G), config, budget=5, penalty=search.Penalty(0.3, anchor[:-1]))

@@ -63,7 +63,7 @@ def test_subspace_search_scores_models_from_the_span(tmp_path: Path) -> None:
     calls = []
     combine = traj.combine
     traj.combine = lambda a, **kw: calls.append(1) or combine(a, **kw)  # type: ignore[method-assign]
-    result = search.run(traj, objective, config, budget=30, seed=0)
+    result = search.run(traj, objective, config, budget=30, seed=0, groups=None)
     traj.combine = combine  # type: ignore[method-assign]
     rows = len(search.ema_init(traj.steps))
     assert len(calls) == rows + 4  # only the span's models were combined from checkpoints

@@ -16,9 +16,9 @@ from lcsc.cli.common import (
     source_options,
 )
 from lcsc.search import DEFAULT_METHOD, METHODS
+from lcsc.trajectory.groups import AUTO
 
-GROUP_METHODS = ("subspace", "cmaes")  # the CMA-ES methods search per-group vectors
-AUTO_GROUPS = "auto"  # --groups auto: one group per top-level module
+NO_GROUPS = "none"  # --groups none: one coefficient vector for all parameters
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
@@ -111,10 +111,10 @@ def _search(args: argparse.Namespace) -> int:
     from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
     from lcsc.search.history import HISTORY_FILE
 
-    if args.groups and args.method not in GROUP_METHODS:
+    if args.groups not in ([], [NO_GROUPS]) and not METHODS[args.method]().takes_groups:
         raise LcscError(
-            f"--groups needs --method {' or '.join(GROUP_METHODS)} (CMA-ES over the groups'"
-            f" vectors); got --method {args.method}"
+            f"--groups needs --method subspace or cmaes (CMA-ES over the groups' vectors);"
+            f" got --method {args.method} (give --groups {NO_GROUPS}, or leave it out)"
         )
     kwargs = parse_pairs(args.objective_arg)
     objective = load_objective(args.objective, kwargs)
@@ -124,8 +124,10 @@ def _search(args: argparse.Namespace) -> int:
 
     leader = is_leader()
     traj = open_selection(args)
-    groups = _search_groups(args.groups, traj.keys)
+    groups = _search_groups(args.groups, traj, args.method)
     workdir = Path(args.workdir)
+    if leader:
+        print(_groups_line(groups, traj.keys), flush=True)
     desc = f"lcsc search ({args.method})"
     with tqdm(total=args.budget, desc=desc, unit="eval", disable=not leader) as bar:
         best = float("inf")
@@ -188,14 +190,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_groups(patterns: list[str], keys: list[str]) -> Groups | None:
-    """``--groups`` resolved on the checkpoints' keys; None without it."""
-    if not patterns:
-        return None
-    from lcsc.trajectory.groups import module_patterns, resolve_groups, split_patterns
+def _search_groups(patterns: list[str], traj: Any, method: str) -> Groups | None:
+    """``--groups`` resolved on the checkpoints' keys: ``auto`` also without the flag (one
+    vector where the method takes no groups), None for ``none``, else the patterns."""
+    from lcsc.search.model_level import search_groups
+    from lcsc.trajectory.groups import resolve_groups, split_patterns
 
-    given = split_patterns(patterns)
-    return resolve_groups(keys, module_patterns(keys) if given == [AUTO_GROUPS] else given)
+    given = split_patterns(patterns) if patterns else [AUTO]
+    if given == [NO_GROUPS]:
+        return None
+    spec = AUTO if given == [AUTO] else resolve_groups(traj.keys, given)
+    return search_groups(spec, traj, METHODS[method]())
+
+
+def _groups_line(groups: Groups | None, keys: list[str]) -> str:
+    """What the search's coefficients are: one vector, or one per named group."""
+    if groups is None:
+        return f"searching one coefficient vector for all {len(keys)} tensors"
+    names = ", ".join(groups.names)
+    return f"searching {len(groups)} coefficient vectors, one per group of tensors: {names}"
 
 
 def _validation(args: argparse.Namespace) -> Validation | None:
@@ -312,8 +325,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--method",
         choices=sorted(METHODS),
         default=DEFAULT_METHOD,
-        help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, then the"
-        " whole hyperplane), the paper's evolutionary search, CMA-ES or random search",
+        help="search algorithm: subspace (CMA-ES over smooth coefficient profiles, one vector"
+        " per parameter group, see --groups), the paper's evolutionary search (Algorithm 1),"
+        " CMA-ES over the whole hyperplane or random search",
     )
     p.add_argument(
         "--budget",
@@ -375,8 +389,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         " matches dots) or, without * ? [, a module prefix ('net.embed': net.embed and"
         " net.embed.*); A|B joins alternatives into one group; names no pattern matches form"
         " the group 'rest'; a pattern matching nothing, or a name matched twice, is an error;"
-        f" '{AUTO_GROUPS}': one group per top-level module (module lists per entry);"
-        f" needs --method {' or '.join(GROUP_METHODS)} (default: one vector for all parameters)",
+        f" '{AUTO}': one group per top-level module (module lists per entry); '{NO_GROUPS}':"
+        " one vector for all parameters; groups need --method subspace or cmaes"
+        f" (default: {AUTO} with subspace and cmaes, one vector with evolutionary and random)",
     )
     p.add_argument(
         "--workdir",

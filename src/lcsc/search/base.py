@@ -116,6 +116,12 @@ class SearchConfig(Config, ABC):
         """A fresh optimizer starting from ``init`` (shape ``(P, K)``)."""
 
     @property
+    def takes_groups(self) -> bool:
+        """Whether the method can search one coefficient vector per parameter group
+        (:mod:`lcsc.search.grouped`: the CMA-ES methods)."""
+        return False
+
+    @property
     def blocks(self) -> int:
         """Coefficient vectors in one candidate, each summing to one (1; per-group
         coefficients: one per group, see :mod:`lcsc.search.grouped`)."""

@@ -52,6 +52,10 @@ class CMAESConfig(SearchConfig):
         self.check("diagonal", boolean)
         self.check("step_damping", real, above=0.0)
 
+    @property
+    def takes_groups(self) -> bool:
+        return True
+
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> CMAESOptimizer:
         return CMAESOptimizer(init, self, seed)
 

@@ -32,15 +32,11 @@ class GroupedConfig(SearchConfig):
 
     def __post_init__(self) -> None:
         self.require(
-            isinstance(self.inner, CMAESConfig),
+            isinstance(self.inner, CMAESConfig) and self.inner.takes_groups,
             "inner",
-            "must be a cmaes or subspace config (per-group coefficients need a CMA-ES method)",
+            "must be a cmaes or subspace config without full_after (per-group coefficients"
+            " need a CMA-ES method that stays in its basis)",
             type(self.inner).__name__,
-        )
-        self.require(
-            getattr(self.inner, "full_after", None) is None,
-            "inner",
-            "must not switch to the whole space (full_after) with groups",
         )
         self.check("groups", integer, 1)
         object.__setattr__(self, "nonnegative", self.inner.nonnegative)

@@ -9,7 +9,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +17,7 @@ import numpy.typing as npt
 from lcsc.errors import SearchError
 from lcsc.search.base import SearchConfig
 from lcsc.search.validation import Validation
-from lcsc.trajectory.groups import Groups, combine_groups
+from lcsc.trajectory.groups import AUTO, Groups, combine_groups, module_patterns, resolve_groups
 from lcsc.trajectory.span import SpanCombiner
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
@@ -47,11 +47,30 @@ def check_workdir(workdir: str | os.PathLike[str], paths: Sequence[os.PathLike[s
             )
 
 
-def check_groups(groups: Groups, trajectory: TrajectoryLike) -> list[dict[str, Any]]:
-    """The groups' description for the identity; they must be of the trajectory's keys."""
-    if list(groups.keys) != list(getattr(trajectory, "keys", [])):
+def search_groups(
+    groups: Groups | str | None, trajectory: TrajectoryLike, config: SearchConfig
+) -> Groups | None:
+    """The groups :func:`lcsc.search.run` searches: ``groups`` checked against the trajectory,
+    or for ``"auto"`` one group per top-level module (:func:`module_patterns`) when the method
+    takes groups and there are several modules, else None (one vector for all)."""
+    keys = list(getattr(trajectory, "keys", []))  # duck-typed trajectories may have none
+    if isinstance(groups, str):
+        if groups != AUTO:
+            raise SearchError(f"groups must be a Groups, {AUTO!r} or None; got {groups!r}")
+        if not config.takes_groups or not keys:
+            return None
+        found = resolve_groups(keys, module_patterns(keys))
+        return found if len(found) > 1 else None
+    if groups is None:
+        return None
+    if not config.takes_groups:
+        raise SearchError(
+            f"groups need method 'subspace' or 'cmaes' (CMA-ES over the groups' vectors,"
+            f" without full_after); got {config.method!r}"
+        )
+    if list(groups.keys) != keys:
         raise SearchError("groups must be resolved from the trajectory's keys (resolve_groups)")
-    return groups.describe()
+    return groups
 
 
 def span_combiner(

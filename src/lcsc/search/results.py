@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from lcsc.errors import SearchError
+from lcsc.trajectory.groups import Groups, KeyedCombinable, combine_groups
+
+if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +66,9 @@ class SearchResult:
     Without a validation objective the chosen candidate is the best by search score; with
     one it is the best by validation score among the validated candidates, and the best by
     search score is kept in the ``search_best_*`` fields. ``best_score`` and
-    ``search_best_score`` are objective scores (without any penalty).
+    ``search_best_score`` are objective scores (without any penalty). ``groups`` is set by
+    :func:`lcsc.search.run` when it searched one vector per group: the coefficients are then
+    the ``(G, K)`` matrix flattened (``groups.matrix`` reshapes it).
     """
 
     best_coefficients: npt.NDArray[np.float64]
@@ -76,6 +83,14 @@ class SearchResult:
     validation_path: list[Validated] = dataclasses.field(default_factory=list)
     best_validation_score: float | None = None
     stopped_early: bool = False
+    groups: Groups | None = None
+
+    def combine(self, source: KeyedCombinable) -> dict[str, torch.Tensor]:
+        """The chosen candidate's weights: ``source.combine(best_coefficients)``, or per group
+        (:func:`lcsc.trajectory.groups.combine_groups`) for a grouped result."""
+        if self.groups is None:
+            return source.combine(self.best_coefficients)
+        return combine_groups(source, self.groups, self.best_coefficients)
 
     @classmethod
     def from_history(

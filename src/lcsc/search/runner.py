@@ -11,6 +11,7 @@ killed at any moment ends exactly like an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -30,9 +31,9 @@ from lcsc.search.history import History, make_header
 from lcsc.search.loop import search
 from lcsc.search.model_level import (
     TrajectoryLike,
-    check_groups,
     check_workdir,
     on_coefficients,
+    search_groups,
     span_combiner,
     validation_on_coefficients,
 )
@@ -42,7 +43,7 @@ from lcsc.search.results import Evaluation, SearchResult
 from lcsc.search.subspace import SubspaceConfig
 from lcsc.search.validation import SearchPath, Validation, callable_name, with_levers
 from lcsc.threads import using as using_threads
-from lcsc.trajectory.groups import Groups
+from lcsc.trajectory.groups import AUTO, Groups
 
 if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap
     import torch
@@ -51,8 +52,10 @@ METHODS: dict[str, type[SearchConfig]] = {
     config.method: config
     for config in (EvolutionaryConfig, CMAESConfig, RandomConfig, SubspaceConfig)
 }
-# The method that reached the best held-out quality per evaluation (benchmarks/search_budget.py)
+# The method that reached the best held-out quality per evaluation (benchmarks/search_budget.py,
+# docs/benchmarks.md): the subspace search, one coefficient vector per top-level module.
 DEFAULT_METHOD = "subspace"
+DEFAULT_GROUPS = AUTO
 INIT_SUM_TOLERANCE = 1e-9
 
 ScoreFn = Callable[[npt.NDArray[np.float64]], float]
@@ -139,7 +142,7 @@ def iterate(
     budget = integer("budget", budget, 1, error=SearchError)
     seed = integer("seed", seed, 0, error=SearchError)
     history = None
-    path = SearchPath(validation, PenaltyTerm(penalty, init_arr), budget)
+    path = SearchPath(validation, PenaltyTerm(penalty, init_arr, config.blocks), budget)
     identity = with_levers(identity, validation, penalty)
     if workdir is not None:
         header = make_header(config.method, config.to_dict(), seed, init_arr, identity or {})
@@ -272,7 +275,7 @@ def run(
     on_resume: Callable[[int], None] | None = None,
     threads: int | None = None,
     distributed: bool | None = None,
-    groups: Groups | None = None,
+    groups: Groups | str | None = DEFAULT_GROUPS,
     split: str = "candidates",
 ) -> SearchResult:
     """Search the coefficients whose combined checkpoint minimises ``objective``.
@@ -291,11 +294,16 @@ def run(
     (``distributed`` and ``split`` included: with ``split="samples"`` each process scores
     its share of the samples of ``objective.split_samples()``, e.g. a ``SampleFD``).
 
-    ``groups`` (:func:`lcsc.trajectory.groups.resolve_groups` of the trajectory's keys)
-    searches one coefficient vector per group with ``method`` ``"cmaes"`` or ``"subspace"``
-    (:mod:`lcsc.search.grouped`): candidates and results are then ``(G*K,)``, the ``(G, K)``
-    matrix flattened (``groups.matrix`` reshapes them); ``init`` stays ``(P, K)``, used for every
-    group; the groups join the workdir's identity.
+    ``groups`` (default ``"auto"``): with a CMA-ES method (``"subspace"``, ``"cmaes"``) one
+    coefficient vector per group of parameters is searched (:mod:`lcsc.search.grouped`);
+    ``"auto"`` is one group per top-level module of the trajectory's keys
+    (:func:`lcsc.trajectory.groups.module_patterns`), and one vector for all when there is one
+    module or the method takes no groups (``"evolutionary"``, ``"random"``); a
+    :class:`~lcsc.trajectory.groups.Groups` (:func:`~lcsc.trajectory.groups.resolve_groups`
+    of the trajectory's keys) gives them explicitly; ``None`` searches one vector. Grouped
+    candidates and results are ``(G*K,)``, the ``(G, K)`` matrix flattened; the result's
+    ``groups`` names them and :meth:`SearchResult.combine` applies it. ``init`` stays
+    ``(P, K)``, used for every group; the groups join the workdir's identity.
     """
     integer("budget", budget, 1, error=SearchError)  # fail before the trajectory does any work
     spread.check_split(split)
@@ -311,8 +319,9 @@ def run(
         "fingerprint": trajectory.fingerprint(),
         "objective": objective_identity,
     }
+    groups = search_groups(groups, trajectory, resolve_method(method))
     if groups is not None:
-        identity["groups"] = check_groups(groups, trajectory)
+        identity["groups"] = groups.describe()
     if validation is not None:  # the same settings, on coefficients
         validation = validation_on_coefficients(validation, trajectory, groups)
     if spread.active(distributed):  # on every rank alike; one process ignores ``split``
@@ -323,7 +332,7 @@ def run(
         if groups is not None:  # one block of K coefficients per group
             method = GroupedConfig(inner=resolve_method(method), groups=len(groups))
             init_arr = tile_init(init_arr, len(groups))
-        return minimize(
+        result = minimize(
             score_fn,
             init_arr,
             method,
@@ -338,6 +347,7 @@ def run(
             distributed=distributed,
             split=split,
         )
+    return dataclasses.replace(result, groups=groups)
 
 
 def _initial_population(

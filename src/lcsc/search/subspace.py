@@ -59,6 +59,10 @@ class SubspaceConfig(CMAESConfig):
         self.check("full_after", integer, 1, optional=True)
         self.check("full_sigma_scale", real, above=0.0)
 
+    @property
+    def takes_groups(self) -> bool:
+        return self.full_after is None  # per-group blocks stay in the subspace
+
     def make_optimizer(self, init: npt.ArrayLike, seed: int) -> SubspaceOptimizer:
         return SubspaceOptimizer(init, self, seed)
 

@@ -23,15 +23,18 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from lcsc.errors import LcscError
 
+if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap (the CLI)
+    import torch
+
 REST = "rest"  # the name of the group of unmatched keys
+AUTO = "auto"  # one group per top-level module (module_patterns): the search's default
 _GLOB = frozenset("*?[")
 
 
