@@ -155,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DemoConfig.penalty,
         metavar="LAMBDA",
         help="trust-region weight around EMA*, in FD units per unit of K * ||a - a0||^2"
-        " (with G groups: G K * ||A - A0||^2 over the (G, K) matrix; 0: none);"
+        " (with G groups: the mean over the rows of the (G, K) matrix; 0: none);"
         " docs/benchmarks.md measures the default",
     )
     p.add_argument(

@@ -235,7 +235,7 @@ def test_default_demo_searches_one_vector_per_module(
     _saved_model_is_the_combination(out, results, capsys)
     report = (out / "report.md").read_text()
     assert f"one coefficient vector per parameter group ({len(names)} groups" in report
-    assert "G K x ||A - A_EMA*||^2" in report
+    assert "K x ||A - A_EMA*||_F^2 / G (the mean over the G groups' rows)" in report
 
 
 def test_one_vector_demo_as_before(

@@ -217,7 +217,11 @@ def _vectors(c: Comparison) -> str:
 
 def _levers(config: DemoConfig, groups: int) -> str:
     """The search's levers against overfitting its metric, in words."""
-    distance = "K x ||a - a_EMA*||^2" if groups == 1 else "G K x ||A - A_EMA*||^2 (G groups)"
+    distance = (
+        "K x ||a - a_EMA*||^2"
+        if groups == 1
+        else "K x ||A - A_EMA*||_F^2 / G (the mean over the G groups' rows)"
+    )
     parts = [
         f"trust-region penalty {config.penalty:g} x {distance}"
         if config.penalty > 0

@@ -24,7 +24,6 @@ from lcsc.reference.digits.objective import CompositeFD, digits_reference
 from lcsc.reference.generative.generator import FixedNoiseGenerator
 from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
-from lcsc.search.cmaes import CMAESConfig
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import (
     Groups,
@@ -141,7 +140,7 @@ class ExperimentConfig(Config):
             self.groups,
         )
         self.require(
-            issubclass(search.METHODS[self.method], CMAESConfig),
+            search.METHODS[self.method]().takes_groups,
             "groups",
             f"needs a CMA-ES method (subspace or cmaes); {NO_GROUPS!r} searches one vector"
             " with any method",
@@ -188,7 +187,8 @@ class Comparison:
     @property
     def lcsc_coefficients(self) -> np.ndarray:
         """LCSC's coefficients: ``(K,)``, or ``(G, K)`` with groups (a row per group)."""
-        return lcsc_coefficients(self.lcsc.best_coefficients, self.groups)
+        a = self.lcsc.best_coefficients
+        return np.asarray(a, dtype=np.float64) if self.groups is None else self.groups.matrix(a)
 
     @property
     def search_scores(self) -> dict[str, float]:
@@ -229,7 +229,7 @@ def compare(
         config.sampler,
         config.held_out_nfe or config.search_nfe,
     )
-    states = _states(run_dir, traj, star, single, combine(traj, result.best_coefficients, groups))
+    states = _states(run_dir, traj, star, single, result.combine(traj))
     models, held = _held_out(states, evaluate, progress)
     path = _goodhart_path(traj, groups, result, n_init, config.path_points, evaluate, progress)
     floor = evaluate.scorer.floor
@@ -238,19 +238,10 @@ def compare(
     )
 
 
-def combine(traj: Trajectory, coefficients: Any, groups: Groups | None) -> State:
+def _combine(traj: Trajectory, coefficients: Any, groups: Groups | None) -> State:
     """The model of a search candidate: ``(K,)`` coefficients, or ``(G*K,)`` with groups."""
     return (
         traj.combine(coefficients) if groups is None else combine_groups(traj, groups, coefficients)
-    )
-
-
-def lcsc_coefficients(coefficients: Any, groups: Groups | None) -> np.ndarray:
-    """A search result's coefficients as ``(K,)``, or with groups as the ``(G, K)`` matrix."""
-    return (
-        np.asarray(coefficients, dtype=np.float64)
-        if groups is None
-        else groups.matrix(coefficients)
     )
 
 
@@ -284,7 +275,7 @@ def _goodhart_path(
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
-        samples = evaluate.generators[0](combine(traj, ev.coefficients, groups))
+        samples = evaluate.generators[0](_combine(traj, ev.coefficients, groups))
         path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
         report(progress, "Goodhart path", i + 1, len(indices))
     return tuple(path)
