@@ -31,11 +31,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "A": {"method": "evolutionary", "budget": 1000, "penalty": 0.01, "groups": None},
     "B": {"method": "subspace", "budget": 250, "penalty": 0.01, "groups": "auto"},
     "C": {"method": "subspace", "budget": 250, "penalty": 0.0, "groups": "auto"},
-    "D": {"method": "subspace", "budget": 250, "penalty": 0.03, "groups": "auto"},
-    "E": {"method": "subspace", "budget": 500, "penalty": 0.01, "groups": "auto"},
-    "F": {"method": "subspace", "budget": 125, "penalty": 0.01, "groups": "auto"},
     # The grouped penalty is the mean over the G rows (lcsc.search.Penalty); 0.36 = 0.01 x G^2
     # (G = 6 modules) is what 0.01 was when it summed over the rows, times G.
+    "D": {"method": "subspace", "budget": 250, "penalty": 1.08, "groups": "auto"},
+    "E": {"method": "subspace", "budget": 500, "penalty": 0.36, "groups": "auto"},
+    "F": {"method": "subspace", "budget": 125, "penalty": 0.01, "groups": "auto"},
     "G": {"method": "subspace", "budget": 125, "penalty": 0.36, "groups": "auto"},
     "H": {"method": "subspace", "budget": 125, "penalty": 0.1, "groups": "auto"},
     "I": {"method": "subspace", "budget": 250, "penalty": 0.36, "groups": "auto"},
