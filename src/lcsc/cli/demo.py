@@ -89,7 +89,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lcsc.reference.digits.demo import DemoConfig
-    from lcsc.reference.digits.experiment import AUTO_GROUPS, NO_GROUPS
+    from lcsc.reference.digits.experiment import NO_GROUPS
+    from lcsc.trajectory.groups import AUTO
 
     p = sub.add_parser(
         "demo",
@@ -163,7 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DemoConfig.groups or NO_GROUPS,
         metavar="PATTERN[,PATTERN...]",
         help=f"one coefficient vector per group of parameters, as lcsc search --groups:"
-        f" '{AUTO_GROUPS}' (one group per top-level module), comma-separated name patterns,"
+        f" '{AUTO}' (one group per top-level module), comma-separated name patterns,"
         f" or '{NO_GROUPS}' (one vector for all parameters); needs --method subspace or cmaes",
     )
     p.add_argument(

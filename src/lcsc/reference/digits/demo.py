@@ -25,7 +25,6 @@ from lcsc.progress import Progress
 from lcsc.reference.digits import findings
 from lcsc.reference.digits.evaluation import INDEPENDENT, METRICS
 from lcsc.reference.digits.experiment import (
-    AUTO_GROUPS,
     EMA_STAR,
     LCSC,
     Comparison,
@@ -42,6 +41,7 @@ from lcsc.reference.digits.plots import (
 from lcsc.reference.generative.networks import ModelConfig
 from lcsc.reference.generative.training import TrainConfig, train
 from lcsc.search.distributed import is_leader
+from lcsc.trajectory.groups import AUTO
 
 MAIN_COLUMNS = ("fd", "kid", "precision", "recall", "fd_alt")
 TRANSFER_COLUMNS = (*INDEPENDENT, "confidence", "confident_share", "class_tv")
@@ -64,7 +64,7 @@ class DemoConfig(ExperimentConfig):
     # with groups it is the mean over the rows, and 0.36 beat 0.01 and 0.1 with 6 groups.
     method: str = "subspace"
     budget: int = 125
-    groups: str | None = AUTO_GROUPS
+    groups: str | None = AUTO
     penalty: float = 0.36
 
     def __post_init__(self) -> None:

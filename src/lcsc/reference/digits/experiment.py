@@ -26,6 +26,7 @@ from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import (
+    AUTO,
     Groups,
     combine_groups,
     module_patterns,
@@ -36,7 +37,6 @@ from lcsc.trajectory.groups import (
 State = dict[str, torch.Tensor]
 SPACES = ("main", "alt")
 VALIDATION_NOISE_OFFSET = 10_000  # validation noise: search-role seeds no search uses
-AUTO_GROUPS = "auto"  # one group per top-level module, as ``lcsc search --groups auto``
 NO_GROUPS = "none"  # one coefficient vector for all parameters, as ``lcsc search --groups none``
 
 
@@ -136,7 +136,7 @@ class ExperimentConfig(Config):
         self.require(
             isinstance(self.groups, str) and all(p.strip() for p in self.groups.split(",")),
             "groups",
-            f"must be {AUTO_GROUPS!r}, {NO_GROUPS!r} or comma-separated name patterns",
+            f"must be {AUTO!r}, {NO_GROUPS!r} or comma-separated name patterns",
             self.groups,
         )
         self.require(
@@ -156,7 +156,7 @@ class ExperimentConfig(Config):
         if self.groups is None:
             return None
         given = split_patterns([self.groups])
-        return resolve_groups(keys, module_patterns(keys) if given == [AUTO_GROUPS] else given)
+        return resolve_groups(keys, module_patterns(keys) if given == [AUTO] else given)
 
 
 @dataclass(frozen=True)
