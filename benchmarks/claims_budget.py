@@ -7,7 +7,8 @@ searches it: the last 200 checkpoints, FD in ``main`` on 1000 samples of search 
 seed = training seed), at the row's sampler and NFE (DM: DPM-Solver++ at NFE 9), from the EMA
 grid. Methods: ``alg1`` (Algorithm 1, unpenalised), ``subspace/auto`` (the subspace search with
 one coefficient vector per top-level module, what ``lcsc search --groups auto`` picks) and
-``subspace`` (one vector for all). For every new best-so-far candidate: FD in ``main`` on
+``subspace`` (one vector for all); ``subspace-d8/auto`` is the grouped search with 8 directions
+per group instead of 24. For every new best-so-far candidate: FD in ``main`` on
 held-out noise (1000 samples from each of the 3 held-out noise seeds, the mean of their FDs)
 against the test split, relative to EMA*'s (EMA* chosen on search noise). At 250 and 1000
 evaluations the best-so-far is also scored by lcsc.reference.digits.evaluation.HeldOutEvaluator
@@ -62,6 +63,7 @@ METHODS: dict[str, tuple[SearchConfig, bool]] = {  # name -> (config, grouped by
     "alg1": (EvolutionaryConfig(), False),
     "subspace/auto": (SubspaceConfig(), True),
     "subspace": (SubspaceConfig(), False),
+    "subspace-d8/auto": (SubspaceConfig(dims=8), True),  # 6 groups x 8 numbers
 }
 BUDGETS = (100, 250, 500, 1000)
 ENDPOINTS = (250, 1000)  # best-so-far scored in every space, on every held-out noise seed
