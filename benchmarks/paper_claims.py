@@ -126,12 +126,9 @@ def more_steps(c: Comparison, config: ExperimentConfig) -> dict[str, dict[str, l
     return out
 
 
-def run_seed(
-    record: Callable[..., None], root: Path, seed: int, search: int, s: dict[str, int]
-) -> None:
-    """Record every claim's comparison for training seed ``seed`` with search seed ``search``
-    (its search noise and held-out noise seeds follow it); each run is trained (once, cached)
-    when a claim first needs it."""
+def trainers(root: Path, seed: int, s: dict[str, int]) -> dict[str, Callable[[], Path]]:
+    """The runs of training seed ``seed`` under ``root`` by name, each trained (once, cached)
+    when first asked for (CD distils the same seed's DM)."""
     runs = {
         "ct": lambda: ensure_run(root / "ct", "ct", seed, s["iters"]),
         "dm": lambda: ensure_run(root / "dm", "dm", seed, s["iters"]),
@@ -140,12 +137,17 @@ def run_seed(
         ),
         "ct-long": lambda: ensure_run(root / "ct-long", "ct", seed, s["long"], lr=2e-4),
     }
+    return runs
+
+
+def claims(s: dict[str, int]) -> list[tuple[str, str, str, Callable[[Path], Trajectory], dict]]:
+    """Every claim: (key, run name, search name, the run's searched checkpoints, settings)."""
 
     def quarter(run: Path) -> Trajectory:
         return Trajectory.open(run / "trajectory").select(start=1, stop=s["iters"] // 4)
 
     dpm = {"sampler": "dpmpp"}
-    claims = [
+    return [
         ("a/ct", "ct", "ct", window, {"steps": True}),
         ("a/cd", "cd", "cd", window, {"steps": True}),
         ("a/dm", "dm", "dm", window, {"search_nfe": 9, **dpm}),
@@ -153,7 +155,16 @@ def run_seed(
         ("b/ct-quarter", "ct", "ct-quarter", quarter, {}),
         ("c/dm-nfe5", "dm", "dm-nfe5", window, {"search_nfe": 5, **dpm}),
     ]
-    for claim, run, name, view, kwargs in claims:
+
+
+def run_seed(
+    record: Callable[..., None], root: Path, seed: int, search: int, s: dict[str, int]
+) -> None:
+    """Record every claim's comparison for training seed ``seed`` with search seed ``search``
+    (its search noise and held-out noise seeds follow it); each run is trained (once, cached)
+    when a claim first needs it."""
+    runs = trainers(root, seed, s)
+    for claim, run, name, view, kwargs in claims(s):
         work = root / f"search-{name}" if search == seed else root / f"search-{name}-s{search}"
         record(f"{claim}/{seed}/search{search}", runs[run], work, view, seed=search, **kwargs)
 
