@@ -37,7 +37,9 @@ def run_demo(out: Path, flags: list[str], busy: int) -> dict[str, float]:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         command = [sys.executable, "-m", "lcsc", "demo", "--out", str(out), *flags]
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(command, env=env, capture_output=True, text=True)  # no bars
+        if done.returncode:
+            raise SystemExit(f"lcsc demo failed:\n{done.stderr[-2000:]}")
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
