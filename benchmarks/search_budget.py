@@ -19,13 +19,18 @@ of a batch (a CMA population, a generation), and scores the best-so-far again wi
 killed).
 
 ``--groups NAME`` searches one coefficient vector per parameter group of the demo's model
-(``GROUPINGS``, or ``auto``: what ``lcsc search --groups auto`` picks; the method is recorded as
-``METHOD/NAME``) and also scores the best-so-far at 250 and 500 evaluations in the second
-feature space (``alt``, held-out noise).
+(``GROUPINGS``, the MLP's, or ``auto``: what ``lcsc search --groups auto`` picks, for any
+network; the method is recorded as ``METHOD/NAME``) and also scores the best-so-far at 250 and
+500 evaluations in the second feature space (``alt``, held-out noise).
+
+``--model unet``: the same CT run with the reference U-Net instead of the MLP; its run, searches
+and results live in ``OUT/unet`` (the MLP's stay in ``OUT``, so their caches stay valid).
 
     python benchmarks/search_budget.py synthetic [--seeds 0 1 2]
     python benchmarks/search_budget.py demo --out runs/budget [--methods alg1 subspace@1000]
     python benchmarks/search_budget.py demo --budget 500 --methods subspace --groups auto
+    python benchmarks/search_budget.py demo --model unet --budget 500 --methods subspace \
+        --groups auto
 """
 
 from __future__ import annotations
@@ -140,14 +145,15 @@ def _to_target(curves: np.ndarray, target: float) -> str:
 
 
 # ----------------------------------------------------------------------------- demo
-def ensure_demo_run(out: Path) -> Path:
+def ensure_demo_run(out: Path, kind: str = "mlp") -> Path:
+    """The demo's CT run in ``out/run``, trained once, with the reference network ``kind``."""
     from lcsc.reference.generative.networks import ModelConfig
     from lcsc.reference.generative.training import TrainConfig, train
 
     run = out / "run"
     if not (run / "final.safetensors").is_file():
-        model = ModelConfig(kind="mlp", data_shape=(1, 8, 8), parametrisation="cm")
-        print("training the demo's CT run (6000 iterations)", flush=True)
+        model = ModelConfig(kind=kind, data_shape=(1, 8, 8), parametrisation="cm")
+        print(f"training the demo's CT run ({kind}, 6000 iterations)", flush=True)
         train(TrainConfig(kind="ct", model=model, iterations=6000, record_every=20, keep=200), run)
     return run
 
@@ -161,8 +167,9 @@ def run_demo(args: argparse.Namespace) -> None:
     from lcsc.trajectory import Trajectory
     from lcsc.trajectory.groups import combine_groups, module_patterns, resolve_groups
 
-    out = Path(args.out)
-    traj = Trajectory.open(ensure_demo_run(out) / "trajectory").select(start=1)
+    # another network: its own run, searches and results in OUT/MODEL (the MLP's stay in OUT)
+    out = Path(args.out) if args.model == "mlp" else Path(args.out) / args.model
+    traj = Trajectory.open(ensure_demo_run(out, args.model) / "trajectory").select(start=1)
     md = traj.metadata
     reference = digits_reference(md, "main")
 
@@ -383,6 +390,12 @@ def main() -> None:
         choices=sorted([*GROUPINGS, "auto"]),
         default=None,
         help="demo: one coefficient vector per parameter group (default: one for all)",
+    )
+    ap.add_argument(
+        "--model",
+        choices=["mlp", "unet"],
+        default="mlp",
+        help="demo: the reference network of the CT run (unet: run and results in OUT/unet)",
     )
     args = ap.parse_args()
     torch.set_num_threads(default_threads())
