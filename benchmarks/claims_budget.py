@@ -108,7 +108,7 @@ class Row:
         return float(np.mean([fd(state) for fd in self.held_fds]))
 
     def combine(self, a: np.ndarray, groups) -> dict[str, torch.Tensor]:
-        return self.traj.combine(a) if groups is None else combine_groups(self.traj, groups, a)
+        return combine_groups(self.traj, groups, a)
 
     def ema_star(self) -> dict:
         star = baselines.ema_star(self.traj, self.objective, self.rates)

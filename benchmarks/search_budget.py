@@ -198,7 +198,7 @@ def run_demo(args: argparse.Namespace) -> None:
         star_alt = alt_fd(traj.combine(star.coefficients))
 
     def combine(a: np.ndarray) -> dict[str, torch.Tensor]:
-        return traj.combine(a) if groups is None else combine_groups(traj, groups, a)
+        return combine_groups(traj, groups, a)
 
     results_path = out / "results.jsonl"
     done = {}

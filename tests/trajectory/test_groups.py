@@ -15,9 +15,11 @@ from lcsc.checkpoint import read_checkpoint
 from lcsc.errors import LcscError
 from lcsc.trajectory import Trajectory
 from lcsc.trajectory.groups import (
+    AUTO,
     REST,
     combine_groups,
     module_patterns,
+    parse_groups,
     resolve_groups,
     split_patterns,
 )
@@ -123,6 +125,17 @@ def test_one_group_is_exactly_the_ungrouped_combination(traj: Trajectory) -> Non
         got = combine_groups(traj, groups, same_rows)
         assert list(got) == list(want)
         assert all(torch.equal(got[k], want[k]) for k in want)
+    got = combine_groups(traj, None, a)  # no groups: the trajectory's own combine
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_parse_groups_none_auto_and_patterns(traj: Trajectory) -> None:
+    assert parse_groups(["none"], traj.keys) is None
+    assert parse_groups([" auto "], traj.keys) == AUTO  # resolved later, by the search
+    assert parse_groups(["enc", "dec"], traj.keys) == resolve_groups(traj.keys, ["enc", "dec"])
+    assert parse_groups(["enc,dec"], traj.keys) == resolve_groups(traj.keys, ["enc", "dec"])
+    with pytest.raises(LcscError, match="matches no key"):
+        parse_groups(["nothing"], traj.keys)
 
 
 def test_combine_of_some_keys(traj: Trajectory) -> None:

@@ -16,9 +16,7 @@ from lcsc.cli.common import (
     source_options,
 )
 from lcsc.search import DEFAULT_METHOD, METHODS
-from lcsc.trajectory.groups import AUTO
-
-NO_GROUPS = "none"  # --groups none: one coefficient vector for all parameters
+from lcsc.trajectory.groups import AUTO, NONE
 
 if TYPE_CHECKING:  # the commands import their modules lazily, to start fast
     from lcsc.search import SearchResult, Validation
@@ -111,10 +109,10 @@ def _search(args: argparse.Namespace) -> int:
     from lcsc.objectives.loading import load_objective, objective_identity, parse_pairs
     from lcsc.search.history import HISTORY_FILE
 
-    if args.groups not in ([], [NO_GROUPS]) and not METHODS[args.method]().takes_groups:
+    if args.groups not in ([], [NONE]) and not METHODS[args.method]().takes_groups:
         raise LcscError(
             f"--groups needs --method subspace or cmaes (CMA-ES over the groups' vectors);"
-            f" got --method {args.method} (give --groups {NO_GROUPS}, or leave it out)"
+            f" got --method {args.method} (give --groups {NONE}, or leave it out)"
         )
     kwargs = parse_pairs(args.objective_arg)
     objective = load_objective(args.objective, kwargs)
@@ -194,13 +192,9 @@ def _search_groups(patterns: list[str], traj: Any, method: str) -> Groups | None
     """``--groups`` resolved on the checkpoints' keys: ``auto`` also without the flag (one
     vector where the method takes no groups), None for ``none``, else the patterns."""
     from lcsc.search.model_level import search_groups
-    from lcsc.trajectory.groups import resolve_groups, split_patterns
+    from lcsc.trajectory.groups import parse_groups
 
-    given = split_patterns(patterns) if patterns else [AUTO]
-    if given == [NO_GROUPS]:
-        return None
-    spec = AUTO if given == [AUTO] else resolve_groups(traj.keys, given)
-    return search_groups(spec, traj, METHODS[method]())
+    return search_groups(parse_groups(patterns or [AUTO], traj.keys), traj, METHODS[method]())
 
 
 def _groups_line(groups: Groups | None, keys: list[str]) -> str:
@@ -389,7 +383,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         " matches dots) or, without * ? [, a module prefix ('net.embed': net.embed and"
         " net.embed.*); A|B joins alternatives into one group; names no pattern matches form"
         " the group 'rest'; a pattern matching nothing, or a name matched twice, is an error;"
-        f" '{AUTO}': one group per top-level module (module lists per entry); '{NO_GROUPS}':"
+        f" '{AUTO}': one group per top-level module (module lists per entry); '{NONE}':"
         " one vector for all parameters; groups need --method subspace or cmaes"
         f" (default: {AUTO} with subspace and cmaes, one vector with evolutionary and random)",
     )

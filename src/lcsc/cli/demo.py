@@ -89,8 +89,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from lcsc.reference.digits.demo import DemoConfig
-    from lcsc.reference.digits.experiment import NO_GROUPS
-    from lcsc.trajectory.groups import AUTO
+    from lcsc.trajectory.groups import AUTO, NONE
 
     p = sub.add_parser(
         "demo",
@@ -161,11 +160,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--groups",
-        default=DemoConfig.groups or NO_GROUPS,
+        default=DemoConfig.groups or NONE,
         metavar="PATTERN[,PATTERN...]",
         help=f"one coefficient vector per group of parameters, as lcsc search --groups:"
         f" '{AUTO}' (one group per top-level module), comma-separated name patterns,"
-        f" or '{NO_GROUPS}' (one vector for all parameters); needs --method subspace or cmaes",
+        f" or '{NONE}' (one vector for all parameters); needs --method subspace or cmaes",
     )
     p.add_argument(
         "--nproc",

@@ -96,9 +96,7 @@ def on_coefficients(
     ``K`` per group with ``groups``)."""
 
     def score(coefficients: npt.NDArray[np.float64]) -> float:
-        if groups is not None:
-            return objective(combine_groups(combiner, groups, coefficients))
-        return objective(combiner.combine(coefficients))
+        return objective(combine_groups(combiner, groups, coefficients))
 
     return score
 

@@ -88,8 +88,6 @@ class SearchResult:
     def combine(self, source: KeyedCombinable) -> dict[str, torch.Tensor]:
         """The chosen candidate's weights: ``source.combine(best_coefficients)``, or per group
         (:func:`lcsc.trajectory.groups.combine_groups`) for a grouped result."""
-        if self.groups is None:
-            return source.combine(self.best_coefficients)
         return combine_groups(source, self.groups, self.best_coefficients)
 
     @classmethod

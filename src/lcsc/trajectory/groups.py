@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # torch is only needed for annotations; keep importing cheap 
 
 REST = "rest"  # the name of the group of unmatched keys
 AUTO = "auto"  # one group per top-level module (module_patterns): the search's default
+NONE = "none"  # no groups: one coefficient vector for all parameters
 _GLOB = frozenset("*?[")
 
 
@@ -93,6 +94,15 @@ def split_patterns(texts: Iterable[str]) -> list[str]:
     if any(not p for p in patterns):
         raise LcscError(f"--groups: empty pattern in {','.join(texts)!r}")
     return patterns
+
+
+def parse_groups(texts: Sequence[str], keys: Sequence[str]) -> Groups | str | None:
+    """``--groups`` values on a checkpoint's ``keys``: None for ``none``, :data:`AUTO` for
+    ``auto`` (resolved by the search, which knows the method), else the patterns resolved."""
+    given = split_patterns(texts)
+    if given == [NONE]:
+        return None
+    return AUTO if given == [AUTO] else resolve_groups(keys, given)
 
 
 def module_patterns(keys: Sequence[str]) -> list[str]:
@@ -170,12 +180,14 @@ def _matches(pattern: str, key: str) -> bool:
 
 
 def combine_groups(
-    source: KeyedCombinable, groups: Groups, coefficients: npt.ArrayLike
+    source: KeyedCombinable, groups: Groups | None, coefficients: npt.ArrayLike
 ) -> dict[str, torch.Tensor]:
     """The combination of ``source``'s checkpoints with row ``g`` of ``coefficients`` (shape
     ``(G, K)``, or flattened ``(G*K,)``) for the keys of group ``g``; keys in the checkpoint's
     order. Groups with equal rows are combined in one call, so equal rows give exactly the
-    ungrouped combination."""
+    ungrouped combination. ``groups=None``: ``source.combine(coefficients)``, one vector."""
+    if groups is None:
+        return source.combine(coefficients)
     a = groups.matrix(coefficients)
     rows: dict[bytes, tuple[npt.NDArray[np.float64], list[str]]] = {}
     for row, members in zip(a, groups.members, strict=True):

@@ -273,11 +273,10 @@ class Trajectory:
         target = Path(path)
         inputs = [f for e in self._entries for f in e.ckpt.files]
         saving.check_output(target, inputs, self.source)
+        state = combine_groups(self, groups, coefficients)
         if groups is None:
-            state = self.combine(coefficients)
             written = [float(c) for c in coefficients]
         else:
-            state = combine_groups(self, groups, coefficients)
             written = groups.matrix(coefficients, len(self)).tolist()
         metadata = saving.combination_metadata(self.metadata, self.steps, written, groups)
         return saving.write_combination(target, state, metadata, self.source)

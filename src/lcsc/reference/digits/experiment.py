@@ -25,19 +25,11 @@ from lcsc.reference.generative.generator import FixedNoiseGenerator
 from lcsc.reference.generative.samplers import METHODS as SAMPLERS
 from lcsc.search import baselines
 from lcsc.trajectory import Trajectory
-from lcsc.trajectory.groups import (
-    AUTO,
-    Groups,
-    combine_groups,
-    module_patterns,
-    resolve_groups,
-    split_patterns,
-)
+from lcsc.trajectory.groups import AUTO, NONE, Groups, combine_groups, parse_groups
 
 State = dict[str, torch.Tensor]
 SPACES = ("main", "alt")
 VALIDATION_NOISE_OFFSET = 10_000  # validation noise: search-role seeds no search uses
-NO_GROUPS = "none"  # one coefficient vector for all parameters, as ``lcsc search --groups none``
 
 
 @dataclass(frozen=True)
@@ -129,20 +121,20 @@ class ExperimentConfig(Config):
         self.check("held_out_nfe", integer, minimum=1, optional=True)
 
     def _check_groups(self) -> None:
-        if self.groups == NO_GROUPS:
+        if self.groups == NONE:
             object.__setattr__(self, "groups", None)
         if self.groups is None:
             return
         self.require(
             isinstance(self.groups, str) and all(p.strip() for p in self.groups.split(",")),
             "groups",
-            f"must be {AUTO!r}, {NO_GROUPS!r} or comma-separated name patterns",
+            f"must be {AUTO!r}, {NONE!r} or comma-separated name patterns",
             self.groups,
         )
         self.require(
             search.METHODS[self.method]().takes_groups,
             "groups",
-            f"needs a CMA-ES method (subspace or cmaes); {NO_GROUPS!r} searches one vector"
+            f"needs a CMA-ES method (subspace or cmaes); {NONE!r} searches one vector"
             " with any method",
             f"{self.groups} with method {self.method}",
         )
@@ -151,12 +143,10 @@ class ExperimentConfig(Config):
     def noise_seeds(self) -> tuple[int, ...]:
         return tuple(range(self.seed, self.seed + self.held_out_seeds))
 
-    def resolve_groups(self, keys: Sequence[str]) -> Groups | None:
-        """``groups`` resolved on a checkpoint's ``keys`` (None: one coefficient vector)."""
-        if self.groups is None:
-            return None
-        given = split_patterns([self.groups])
-        return resolve_groups(keys, module_patterns(keys) if given == [AUTO] else given)
+    def group_spec(self, keys: Sequence[str]) -> Groups | str | None:
+        """``groups`` for :func:`lcsc.search.run` on a checkpoint's ``keys`` (None: one
+        coefficient vector; ``"auto"``: resolved by the search)."""
+        return None if self.groups is None else parse_groups([self.groups], keys)
 
 
 @dataclass(frozen=True)
@@ -220,8 +210,8 @@ def compare(
     """
     config = config or ExperimentConfig()
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
-    groups = config.resolve_groups(traj.keys)
-    star, single, result, n_init = _search(traj, workdir, config, groups, progress)
+    spec = config.group_spec(traj.keys)
+    star, single, result, n_init = _search(traj, workdir, config, spec, progress)
     evaluate = HeldOutEvaluator(
         traj.metadata,
         config.held_out_samples,
@@ -231,17 +221,10 @@ def compare(
     )
     states = _states(run_dir, traj, star, single, result.combine(traj))
     models, held = _held_out(states, evaluate, progress)
-    path = _goodhart_path(traj, groups, result, n_init, config.path_points, evaluate, progress)
+    path = _goodhart_path(traj, result, n_init, config.path_points, evaluate, progress)
     floor = evaluate.scorer.floor
     return Comparison(
-        traj, star, single, result, models, held, floor, path, evaluate.describe(), groups
-    )
-
-
-def _combine(traj: Trajectory, coefficients: Any, groups: Groups | None) -> State:
-    """The model of a search candidate: ``(K,)`` coefficients, or ``(G*K,)`` with groups."""
-    return (
-        traj.combine(coefficients) if groups is None else combine_groups(traj, groups, coefficients)
+        traj, star, single, result, models, held, floor, path, evaluate.describe(), result.groups
     )
 
 
@@ -256,13 +239,12 @@ def serve_compare(
     candidates, sent by rank 0, until the search ends."""
     config = config or ExperimentConfig()
     traj = trajectory or Trajectory.open(run_dir / "trajectory").select(start=1)
-    groups = config.resolve_groups(traj.keys)
-    _lcsc_search(traj, workdir, config, groups, _main_objective(traj.metadata, config), None)
+    spec = config.group_spec(traj.keys)
+    _lcsc_search(traj, workdir, config, spec, _main_objective(traj.metadata, config), None)
 
 
 def _goodhart_path(
     traj: Trajectory,
-    groups: Groups | None,
     result: search.SearchResult,
     n_init: int,
     points: int,
@@ -275,7 +257,7 @@ def _goodhart_path(
     path = []
     for i, index in enumerate(indices):
         ev = result.history[index]
-        samples = evaluate.generators[0](_combine(traj, ev.coefficients, groups))
+        samples = evaluate.generators[0](combine_groups(traj, result.groups, ev.coefficients))
         path.append(PathPoint(index, ev.score, evaluate.scorer(samples)))
         report(progress, "Goodhart path", i + 1, len(indices))
     return tuple(path)
@@ -285,7 +267,7 @@ def _search(
     traj: Trajectory,
     workdir: Path,
     config: ExperimentConfig,
-    groups: Groups | None,
+    groups: Groups | str | None,
     progress: Progress | None,
 ) -> tuple[baselines.Choice, baselines.Choice, search.SearchResult, int]:
     """EMA*, the best checkpoint and the LCSC search, all on search noise; and the size of
@@ -308,7 +290,7 @@ def _lcsc_search(
     traj: Trajectory,
     workdir: Path,
     config: ExperimentConfig,
-    groups: Groups | None,
+    groups: Groups | str | None,
     main: SampleFD,
     progress: Progress | None,
 ) -> search.SearchResult:
